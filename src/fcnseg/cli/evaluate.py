@@ -1,0 +1,206 @@
+"""``fcnseg eval CHECKPOINT --dataset NAME --data-root DIR --split SPLIT``: score a checkpoint on a dataset split.
+
+Prints per-class IoU/accuracy and the paper's four metrics (pixel accuracy, mean accuracy, mean IoU, frequency
+weighted IoU) and, with ``--out``/``--json``, writes them as JSON with a confusion-matrix and a samples PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fcnseg.cli.main import UserError
+from fcnseg.data import DATASETS, build_dataset, eval_transforms
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
+    """Register the ``eval`` subcommand."""
+    p = subparsers.add_parser(
+        name,
+        help="evaluate a checkpoint on a dataset split (pixel acc, mean acc, mean IoU, fw IoU)",
+        description=__doc__,
+    )
+    p.add_argument("checkpoint", type=Path, help="checkpoint file written by `fcnseg train`")
+    p.add_argument("--dataset", required=True, choices=list(DATASETS), help="dataset layout")
+    p.add_argument("--data-root", metavar="DIR", required=True, type=Path, help="folder that holds the dataset")
+    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    p.add_argument(
+        "--json", metavar="FILE", type=Path, help="write the metrics JSON here (default: OUT/metrics.json with --out)"
+    )
+    p.add_argument("--out", metavar="DIR", type=Path, help="report folder: metrics.json, confusion.png, samples.png")
+    p.add_argument(
+        "--mode",
+        choices=("whole", "slide"),
+        help="whole-image or sliding-window inference (default: slide with --tile-size)",
+    )
+    p.add_argument("--tile-size", nargs=2, type=int, metavar=("H", "W"), help="sliding-window size")
+    p.add_argument(
+        "--overlap",
+        metavar="F",
+        type=float,
+        default=1 / 3,
+        help="fraction of a window shared with its neighbour (default: 1/3)",
+    )
+    p.add_argument(
+        "--scales",
+        metavar="S",
+        nargs="+",
+        type=float,
+        default=[1.0],
+        help="test-time scales whose logits are averaged (default: 1)",
+    )
+    p.add_argument("--flip", action="store_true", help="also average the logits of the horizontally flipped image")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="autocast precision (default: auto, bf16 where the device runs it natively)",
+    )
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--batch-size", metavar="B", type=int, default=1, help="images per forward pass (default: 1)")
+    p.add_argument(
+        "--num-samples", metavar="N", type=int, default=6, help="images drawn in OUT/samples.png (default: 6)"
+    )
+    p.add_argument("--workers", metavar="N", type=int, default=2, help="data loading processes (default: 2)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    folder = p.add_argument_group("folder dataset (classes default to the checkpoint's count)")
+    folder.add_argument("--classes", type=Path, metavar="FILE", help="class file: lines 'name r g b' (RGB masks)")
+    folder.add_argument("--image-dir", metavar="DIR", help="image folder under the root (default: images)")
+    folder.add_argument("--mask-dir", metavar="DIR", help="mask folder under the root (default: masks)")
+    folder.add_argument("--mask-format", choices=("auto", "index", "rgb"), help="mask encoding (default: auto)")
+    folder.add_argument("--void-index", metavar="V", type=int, help="stored mask value meaning void, besides 255")
+    voc = p.add_argument_group("VOC / SBD derived splits")
+    voc.add_argument(
+        "--sbd-root", metavar="DIR", type=Path, help="SBD benchmark_RELEASE/dataset folder (voc splits aug, seg11valid)"
+    )
+    voc.add_argument("--voc-root", metavar="DIR", type=Path, help="VOCdevkit/VOC2012 folder (sbd split aug)")
+    voc.add_argument(
+        "--split-file", metavar="FILE", type=Path, help="list of image ids used instead of the voc split's own list"
+    )
+    p.set_defaults(run=run)
+    return p
+
+
+def _device(requested: str | None) -> torch.device:
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as err:
+        raise UserError(f"--device {requested!r} is not a device; use cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was given but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def _check_args(args: argparse.Namespace) -> str:
+    """Validate the numeric options; returns the inference mode."""
+    mode = args.mode or ("slide" if args.tile_size else "whole")
+    if mode == "slide" and not args.tile_size:
+        raise UserError("--mode slide needs --tile-size H W (e.g. --tile-size 512 512)")
+    if mode == "whole" and args.tile_size:
+        raise UserError("--tile-size is only used with --mode slide")
+    if args.tile_size and min(args.tile_size) < 1:
+        raise UserError(f"--tile-size must be positive, got {args.tile_size}")
+    if not 0.0 <= args.overlap < 1.0:
+        raise UserError(f"--overlap must be in [0, 1), got {args.overlap}")
+    if any(s <= 0 for s in args.scales):
+        raise UserError(f"--scales must be positive, got {args.scales}")
+    if args.batch_size < 1 or args.num_samples < 0 or args.workers < 0:
+        raise UserError("--batch-size must be >= 1, --num-samples and --workers >= 0")
+    return mode
+
+
+def _dataset_options(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
+    """Builder options of ``build_dataset`` from the dataset flags (same flags as ``fcnseg check-data``)."""
+    folder_flags = ("classes", "image_dir", "mask_dir", "mask_format", "void_index")
+    if args.dataset == "folder":
+        options = {key: getattr(args, key) for key in folder_flags}
+        if args.classes is None:  # index masks: the checkpoint says how many classes there are
+            options["num_classes"] = num_classes
+    elif args.dataset == "voc":
+        options = {"sbd_root": args.sbd_root, "split_file": args.split_file}
+    elif args.dataset == "sbd":
+        options = {"voc_root": args.voc_root}
+    else:
+        options = {}
+    given = [f"--{key.replace('_', '-')}" for key in folder_flags if getattr(args, key) is not None]
+    if args.dataset != "folder" and given:
+        raise UserError(f"{', '.join(given)} only apply to --dataset folder")
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def _dataset_num_classes(dataset: object) -> int | None:
+    classes = getattr(dataset, "classes", None)
+    if classes is None:
+        return None
+    return len(classes.names) if hasattr(classes, "names") else len(classes)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate ``args.checkpoint`` on ``args.dataset``/``args.split``; print the table, write the report."""
+    # Imported here, not at the top: `fcnseg --help` imports every subcommand module and should stay light.
+    from fcnseg.evaluation import evaluate, format_table, write_report
+    from fcnseg.training.checkpoint import load_checkpoint, model_from_checkpoint
+
+    mode = _check_args(args)
+    if not args.checkpoint.is_file():
+        raise UserError(f"checkpoint {args.checkpoint} not found; pass the .pt file written by `fcnseg train`")
+    device = _device(args.device)
+    ckpt = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(ckpt)
+    classes, norm = ckpt["classes"], ckpt["normalization"]
+    num_classes = len(classes["names"])
+
+    transforms = eval_transforms(norm["mean"], norm["std"])
+    options = _dataset_options(args, num_classes)
+    dataset = build_dataset(args.dataset, args.data_root, args.split, transforms=transforms, **options)
+    found = _dataset_num_classes(dataset)
+    if found is not None and found != num_classes:
+        raise UserError(
+            f"dataset {args.dataset!r} has {found} classes but checkpoint {args.checkpoint} predicts {num_classes}; "
+            "evaluate on the dataset the model was trained for"
+        )
+    names = getattr(getattr(dataset, "classes", None), "names", None)
+    if names is not None and list(names) != list(classes["names"]):
+        logger.warning("dataset class names %s differ from the checkpoint's %s", list(names), classes["names"])
+    if len(dataset) == 0:
+        raise UserError(f"split {args.split!r} of {args.dataset} under {args.data_root} has no images")
+    logger.info(
+        "evaluating %s on %s/%s: %d images on %s", args.checkpoint, args.dataset, args.split, len(dataset), device
+    )
+
+    result = evaluate(
+        model,
+        dataset,
+        classes=classes,
+        device=device,
+        batch_size=args.batch_size,
+        mode=mode,
+        tile_size=tuple(args.tile_size) if args.tile_size else None,
+        overlap=args.overlap,
+        scales=tuple(args.scales),
+        flip=args.flip,
+        precision=args.precision,
+        progress=not args.no_progress,
+        num_samples=args.num_samples if args.out else 0,
+        mean=norm["mean"],
+        std=norm["std"],
+        num_workers=args.workers,
+    )
+    print(format_table(result.metrics))
+    rate = result.num_images / max(result.seconds, 1e-9)
+    print(f"{result.num_images} images in {result.seconds:.1f} s ({rate:.2f} img/s)")
+    extra = {"checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": args.split}
+    written = write_report(result, classes, args.out, json_path=args.json, extra=extra)
+    for kind, path in written.items():
+        print(f"wrote {kind}: {path}")
+    return 0

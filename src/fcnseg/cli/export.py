@@ -1,0 +1,32 @@
+"""``fcnseg export CHECKPOINT --format onnx|torchscript --out FILE``: a deployable model, checked against eager.
+
+The exported model takes float32 RGB ``(N, 3, H, W)`` in ``[0, 1]`` (any N, H, W), normalises it itself and
+returns logits ``(N, K, H, W)``; class names and colours are stored in the file as JSON metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fcnseg.cli.main import UserError
+from fcnseg.inference.export import FORMATS, export_checkpoint
+
+
+def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, help="export a checkpoint to ONNX or TorchScript", description=__doc__)
+    p.add_argument("checkpoint", type=Path, help="checkpoint file written by `fcnseg train`")
+    p.add_argument("--format", choices=FORMATS, default="onnx", help="output format (default onnx)")
+    p.add_argument("--out", type=Path, required=True, help="output file, e.g. model.onnx or model.pt")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="largest logit difference vs eager allowed")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.checkpoint.is_file():
+        raise UserError(f"checkpoint '{args.checkpoint}' does not exist")
+    diff = export_checkpoint(args.checkpoint, args.format, args.out, tolerance=args.tolerance)
+    print(f"wrote {args.out} ({args.format}); max |logit difference| vs eager: {diff:.3g}", file=sys.stdout)
+    return 0

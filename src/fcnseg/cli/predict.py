@@ -1,0 +1,150 @@
+"""``fcnseg predict CHECKPOINT INPUTS... --out DIR``: segment image files and write masks and overlays.
+
+INPUTS are image files, folders (searched recursively for .jpg/.jpeg/.png/.bmp/.tif/.tiff/.webp, in sorted
+order) and glob patterns (``'photos/*.jpg'``, ``'data/**/*.png'``). For each image ``<stem>`` it writes
+``<stem>.png`` (palette PNG: pixel value = class index, palette = the checkpoint's colours),
+``<stem>_overlay.jpg`` (colours blended over the image) and, with ``--probs``, ``<stem>_probs.npy``
+(``(K, H, W)`` float32 softmax); once, ``legend.png``. Images found in sub-folders keep their relative path
+under DIR, so equal stems in different folders do not overwrite each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from fcnseg.cli.main import UserError
+from fcnseg.inference.images import IMAGE_SUFFIXES, ImageReadError, load_image, save_mask_png
+from fcnseg.inference.predictor import Predictor
+from fcnseg.inference.visualize import legend_image, overlay
+from fcnseg.utils.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, help="segment images with a trained checkpoint", description=__doc__)
+    p.add_argument("checkpoint", type=Path, help="checkpoint file written by `fcnseg train`")
+    p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--probs", action="store_true", help="also write <stem>_probs.npy (K, H, W) float32")
+    tiling = p.add_mutually_exclusive_group()
+    tiling.add_argument("--tile-size", type=int, nargs=2, metavar=("H", "W"), help="sliding-window size in pixels")
+    tiling.add_argument(
+        "--memory-budget",
+        type=float,
+        metavar="GB",
+        help="tile automatically when an image needs more than GB GiB (default: whole images)",
+    )
+    p.add_argument("--overlap", type=float, default=1 / 3, help="sliding-window overlap fraction (default 1/3)")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test-time scales (default 1.0)")
+    p.add_argument("--flip", action="store_true", help="average with the horizontally flipped prediction")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="autocast precision (default auto)",
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="same-size images inferred together (default 1)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    p.add_argument("--keep-going", action="store_true", help="on an unreadable input, report it and continue")
+    p.set_defaults(run=run)
+    return p
+
+
+def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """``(file, output stem relative to --out)`` for every input file, folder and glob, in a stable order.
+
+    A name that matches nothing is kept as given, so that it is reported as missing where it is processed.
+    """
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                logger.warning("folder %s holds no images (%s)", path, ", ".join(IMAGE_SUFFIXES))
+            found += [(f, f.relative_to(path).with_suffix("")) for f in files]
+        elif not path.exists() and glob.has_magic(item):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
+            if not matches:
+                logger.warning("pattern %r matches no files", item)
+            found += [(m, Path(m.stem)) for m in matches]
+        else:
+            found.append((path, Path(path.stem)))
+    seen: set[Path] = set()
+    unique = []
+    for file, stem in found:
+        if file.resolve() not in seen:
+            seen.add(file.resolve())
+            unique.append((file, stem))
+    return unique
+
+
+def _flush(predictor: Predictor, pending: list, out: Path, args: argparse.Namespace) -> None:
+    """Segment ``[(image, stem), ...]`` (same-size images together) and write their outputs."""
+    results = predictor.predict_batch([im for im, _ in pending], return_probs=args.probs, batch_size=args.batch_size)
+    colors = predictor.classes.colors
+    for (image, stem), result in zip(pending, results, strict=True):
+        mask, probs = result if args.probs else (result, None)
+        save_mask_png(mask, colors, out / f"{stem}.png")
+        with atomic_path(out / f"{stem}_overlay.jpg") as tmp:
+            overlay(image, mask, colors, alpha=args.alpha).save(tmp, format="JPEG", quality=90)
+        if probs is not None:
+            with atomic_path(out / f"{stem}_probs.npy") as tmp:
+                np.save(tmp, probs)
+    pending.clear()
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.checkpoint.is_file():
+        raise UserError(f"checkpoint '{args.checkpoint}' does not exist")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    tile_size = tuple(args.tile_size) if args.tile_size else ("auto" if args.memory_budget else None)
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint,
+        device=args.device,
+        precision=args.precision,
+        tile_size=tile_size,
+        memory_budget=(args.memory_budget or 2) * 2**30,
+        overlap=args.overlap,
+        scales=tuple(args.scales),
+        flip=args.flip,
+    )
+    files = expand_inputs(args.inputs)
+    if not files:
+        raise UserError("no input images found; pass files, folders or glob patterns")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "legend.png") as tmp:
+        legend_image(predictor.classes.names, predictor.classes.colors).save(tmp)
+    failures: list[str] = []
+    pending: list = []
+    done = 0
+    for file, stem in tqdm(files, desc="predict", unit="img", dynamic_ncols=True):
+        try:
+            pending.append((load_image(file), stem))
+        except ImageReadError as err:
+            if not args.keep_going:
+                raise UserError(f"{err} (use --keep-going to skip unreadable inputs)") from err
+            logger.error("%s", err)
+            failures.append(str(err))
+            continue
+        if len(pending) >= args.batch_size:
+            done += len(pending)
+            _flush(predictor, pending, out, args)
+    done += len(pending)
+    if pending:
+        _flush(predictor, pending, out, args)
+    logger.info("wrote masks and overlays of %d image(s) to %s", done, out)
+    if failures:
+        logger.error("%d input(s) failed:\n  %s", len(failures), "\n  ".join(failures))
+        return 1
+    return 0

@@ -1,0 +1,21 @@
+"""Evaluation: the confusion matrix and the paper's four metrics, the evaluation loop, report plots."""
+
+from fcnseg.evaluation.evaluate import EvalResult, Sample, class_names_colors, evaluate, format_table, write_report
+from fcnseg.evaluation.metrics import ConfusionMatrix, metrics_from_matrix
+from fcnseg.evaluation.plots import colorize, default_palette, plot_confusion, plot_curves, plot_samples
+
+__all__ = [
+    "ConfusionMatrix",
+    "EvalResult",
+    "Sample",
+    "class_names_colors",
+    "colorize",
+    "default_palette",
+    "evaluate",
+    "format_table",
+    "metrics_from_matrix",
+    "plot_confusion",
+    "plot_curves",
+    "plot_samples",
+    "write_report",
+]

@@ -1,0 +1,357 @@
+"""The evaluation loop: run a model over a split, accumulate one confusion matrix, report the paper's metrics.
+
+Inference goes through :func:`fcnseg.inference.engine.segment_logits`, the engine shared with ``fcnseg predict``,
+so that whole-image, sliding-window, multi-scale and flip evaluation score exactly what prediction produces.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from fcnseg.evaluation.metrics import IGNORE_INDEX, ConfusionMatrix
+from fcnseg.evaluation.plots import default_palette, plot_confusion, plot_samples
+from fcnseg.utils.io import write_text
+
+__all__ = ["EvalResult", "Sample", "class_names_colors", "evaluate", "format_table", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+MODES = ("whole", "slide")
+
+
+@dataclass
+class Sample:
+    """One evaluated image kept for the report: ``image`` ``(H, W, 3)`` uint8, ``gt`` and ``pred`` ``(H, W)`` int64."""
+
+    image: np.ndarray
+    gt: np.ndarray
+    pred: np.ndarray
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` returns.
+
+    Attributes:
+        metrics: :meth:`ConfusionMatrix.compute` output: the four metrics, ``per_class`` and ``confusion``.
+        matrix: ``(K, K)`` int64 confusion matrix, rows = ground truth, columns = prediction.
+        samples: the first ``num_samples`` images with their ground truth and prediction.
+        num_images: images evaluated.
+        seconds: wall time of the loop.
+        settings: the inference settings (mode, tile size, overlap, scales, flip, precision).
+    """
+
+    metrics: dict[str, Any]
+    matrix: Tensor
+    samples: list[Sample] = field(default_factory=list)
+    num_images: int = 0
+    seconds: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def class_names_colors(classes: Any) -> tuple[list[str], np.ndarray]:
+    """Names and ``(K, 3)`` uint8 colours of a class table.
+
+    Args:
+        classes: a :class:`fcnseg.data.ClassInfo` (or anything with ``names`` and ``colors``), a checkpoint's
+            ``{"names": [...], "colors": [...]}`` dict, or a plain sequence of names (VOC palette colours).
+    """
+    if isinstance(classes, dict):
+        names, colors = classes["names"], classes.get("colors")
+    elif hasattr(classes, "names"):
+        names, colors = classes.names, getattr(classes, "colors", None)
+    else:
+        names, colors = classes, None
+    names = [str(n) for n in names]
+    palette = default_palette(len(names)) if colors is None else np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
+    if len(palette) != len(names):
+        raise ValueError(f"class table has {len(names)} names but {len(palette)} colours")
+    return names, palette
+
+
+def _to_uint8_image(image: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
+    """Undo the eval normalisation for display: ``(3, H, W)`` float -> ``(H, W, 3)`` uint8.
+
+    With ``mean``/``std`` on the 0..1 scale (torchvision convention) or 0..255 (Caffe convention, any value > 1);
+    without them the image is min-max stretched.
+    """
+    x = image.detach().float().cpu()
+    if mean is not None and std is not None:
+        m, s = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+        x = x * s + m
+        x = x if max(mean) > 1.0 else x * 255.0
+    else:
+        lo, hi = x.min(), x.max()
+        x = (x - lo) / (hi - lo).clamp_min(1e-12) * 255.0
+    return x.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def _collate(batch: list[tuple[Tensor, Tensor]]) -> tuple[list[Tensor], list[Tensor]]:
+    """Keep images as lists: a split may mix sizes (VOC); equal sizes are stacked later."""
+    images = [torch.as_tensor(img).as_subclass(Tensor) for img, _ in batch]
+    masks = [torch.as_tensor(mask).as_subclass(Tensor) for _, mask in batch]
+    return images, masks
+
+
+def _groups(images: list[Tensor], masks: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """Stack a batch when all images share a size, else yield one image at a time: ``(N, 3, H, W), (N, H, W)``."""
+    masks = [m.squeeze(0) if m.dim() == 3 and m.shape[0] == 1 else m for m in masks]  # (1, H, W) -> (H, W)
+    if all(img.shape == images[0].shape for img in images):
+        return [(torch.stack(images), torch.stack(masks))]
+    return [(img[None], mask[None]) for img, mask in zip(images, masks, strict=True)]
+
+
+def _running_miou(cm: ConfusionMatrix) -> float:
+    """Mean IoU so far, cheap enough for the progress bar (same definition as :func:`metrics_from_matrix`)."""
+    hist = cm.matrix.double()
+    diag = hist.diag()
+    union = hist.sum(0) + hist.sum(1) - diag
+    return float((diag[union > 0] / union[union > 0]).mean()) if bool((union > 0).any()) else float("nan")
+
+
+def _check_settings(mode: str, tile_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "whole":
+        if tile_size is not None:
+            raise ValueError("tile_size is only used with mode='slide' (sliding-window inference)")
+        return None
+    if tile_size is None:
+        raise ValueError("mode='slide' needs a tile_size (height, width), e.g. 512 512")
+    sizes = [int(tile_size)] * 2 if isinstance(tile_size, int) else [int(t) for t in tile_size]
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise ValueError(f"tile_size must be one or two positive integers, got {tile_size}")
+    return sizes[0], sizes[1]
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    classes: Any,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1,
+    mode: str = "whole",
+    tile_size: int | Sequence[int] | None = None,
+    overlap: float = 1 / 3,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    precision: str = "fp32",
+    progress: bool = True,
+    num_samples: int = 0,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_workers: int = 0,
+    ignore_index: int = IGNORE_INDEX,
+) -> EvalResult:
+    """Evaluate ``model`` on every item of ``dataset`` and compute the paper's metrics over the whole split.
+
+    Args:
+        model: maps ``(N, 3, H, W)`` normalised images to ``(N, K, H, W)`` logits; it is moved to ``device`` and
+            run in eval mode (its training flag is restored afterwards).
+        dataset: items ``(image (3, H, W) float normalised, mask (H, W) int64)``, void = ``ignore_index``.
+        classes: the ``K`` classes (see :func:`class_names_colors`); names label ``per_class``.
+        device: where inference runs.
+        batch_size: images per forward pass (images of different sizes in a batch are run one by one).
+        mode: ``"whole"`` image or ``"slide"`` (sliding window of ``tile_size``).
+        tile_size: window ``(height, width)`` (or one int) for ``mode="slide"``.
+        overlap: fraction shared by neighbouring windows.
+        scales: test-time resize factors whose logits are averaged.
+        flip: also average the logits of the horizontally flipped image.
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (see the engine).
+        progress: show a progress bar.
+        num_samples: how many (image, gt, pred) triples to keep for the report, from the start of the split.
+        mean: normalisation mean, to show sample images in their colours (min-max stretched without it).
+        std: normalisation std, with ``mean``.
+        num_workers: DataLoader worker processes.
+        ignore_index: void label of the masks.
+
+    Returns:
+        An :class:`EvalResult`.
+
+    Raises:
+        ValueError: bad settings, logits whose class count differs from ``classes``, or a split without any
+            labelled pixel.
+    """
+    from fcnseg.inference.engine import autocast_dtype, segment_logits
+
+    tile = _check_settings(mode, tile_size)
+    names, _ = class_names_colors(classes)
+    device = torch.device(device)
+    amp = autocast_dtype(precision, device)  # validates precision; "auto" resolves per device
+    settings = {
+        "mode": mode,
+        "tile_size": list(tile) if tile else None,
+        "overlap": overlap if tile else None,
+        "scales": [float(s) for s in scales],
+        "flip": flip,
+        "precision": precision,
+        "autocast": None if amp is None else str(amp).removeprefix("torch."),
+    }
+
+    def infer(x: Tensor) -> Tensor:  # (N, 3, H, W) -> (N, K, H, W)
+        return segment_logits(
+            model, x, tile_size=tile, overlap=overlap, scales=tuple(scales), flip=flip, precision=precision
+        )
+
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate, pin_memory=device.type == "cuda"
+    )
+    cm = ConfusionMatrix(len(names), ignore_index=ignore_index)
+    was_training = model.training
+    model.to(device).eval()
+    start = time.perf_counter()
+    try:
+        result = EvalResult({}, cm.matrix, settings=settings)
+        _accumulate(infer, loader, device, cm, result, num_samples, (mean, std), progress)
+    finally:
+        model.train(was_training)
+    result.seconds = time.perf_counter() - start
+    result.matrix = cm.matrix
+    result.metrics = cm.compute(names)
+    logger.info(
+        "%d images in %.1f s: mean IoU %.2f%%, pixel acc %.2f%%",
+        result.num_images,
+        result.seconds,
+        100 * result.metrics["mean_iou"],
+        100 * result.metrics["pixel_acc"],
+    )
+    return result
+
+
+def _accumulate(
+    infer: Callable[[Tensor], Tensor],
+    loader: DataLoader,
+    device: torch.device,
+    cm: ConfusionMatrix,
+    result: EvalResult,
+    num_samples: int,
+    normalization: tuple[Sequence[float] | None, Sequence[float] | None],
+    progress: bool,
+) -> None:
+    """The loop of :func:`evaluate`: infer each batch, count it in ``cm``, keep samples and the image count."""
+    bar = tqdm(total=len(loader.dataset), desc="eval", unit="img", disable=not progress, dynamic_ncols=True)
+    with bar:
+        for step, (images, masks) in enumerate(loader):
+            for x, y in _groups(images, masks):
+                x = x.to(device, non_blocking=True).float()  # (N, 3, H, W)
+                y = y.to(device, non_blocking=True)  # (N, H, W)
+                logits = infer(x)  # (N, K, H, W)
+                if logits.shape[1] != cm.num_classes:
+                    raise ValueError(f"model predicts {logits.shape[1]} classes but the dataset has {cm.num_classes}")
+                pred = logits.argmax(1)  # (N, H, W)
+                cm.update(pred, y)
+                for i in range(min(x.shape[0], num_samples - len(result.samples))):
+                    image = _to_uint8_image(x[i], *normalization)
+                    result.samples.append(Sample(image, y[i].cpu().long().numpy(), pred[i].cpu().numpy()))
+                result.num_images += x.shape[0]
+                bar.update(x.shape[0])
+            if progress and step % 10 == 0:
+                bar.set_postfix(mIoU=f"{100 * _running_miou(cm):.1f}")
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """A terminal table: per-class IoU and accuracy, then the four metrics, as percentages (``-`` if undefined)."""
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.2f}"
+
+    per_class = metrics.get("per_class", [])
+    width = max([len("frequency weighted IoU"), *(len(c["name"]) for c in per_class)])
+    lines = [f"{'class':<{width}}  {'IoU %':>7}  {'acc %':>7}", "-" * (width + 18)]
+    lines += [f"{c['name']:<{width}}  {pct(c['iou']):>7}  {pct(c['acc']):>7}" for c in per_class]
+    lines.append("-" * (width + 18))
+    for key, label in (
+        ("pixel_acc", "pixel accuracy"),
+        ("mean_acc", "mean accuracy"),
+        ("mean_iou", "mean IoU"),
+        ("fw_iou", "frequency weighted IoU"),
+    ):
+        lines.append(f"{label:<{width}}  {pct(metrics.get(key)):>7}")
+    return "\n".join(lines)
+
+
+def _dumps_report(report: dict[str, Any]) -> str:
+    """Indented JSON with one line per confusion-matrix row (a 150-class matrix stays 150 lines)."""
+    confusion = report.pop("confusion", None)
+    text = json.dumps(report, indent=2, allow_nan=False)
+    if confusion is not None:
+        rows = ",\n    ".join(json.dumps(row) for row in confusion)
+        text = f'{text[:-2]},\n  "confusion": [\n    {rows}\n  ]\n}}'
+    return text + "\n"
+
+
+def write_report(
+    result: EvalResult,
+    classes: Any = None,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    json_path: str | os.PathLike | None = None,
+    confusion_path: str | os.PathLike | None = None,
+    samples_path: str | os.PathLike | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write the metrics JSON, the confusion-matrix PNG and the samples grid PNG, each atomically.
+
+    Files go to ``out_dir`` as ``metrics.json``, ``confusion.png`` and ``samples.png``; an explicit path overrides
+    its default, and without ``out_dir`` only the explicitly named files are written. The samples grid is skipped
+    when the result holds no sample.
+
+    Args:
+        result: from :func:`evaluate`.
+        classes: class table for names and colours (see :func:`class_names_colors`); default: the names in
+            ``result.metrics`` with the VOC palette.
+        out_dir: report folder.
+        json_path: where to write the JSON (the metrics, ``num_images``, ``seconds``, ``settings`` and ``extra``).
+        confusion_path: where to draw the row-normalised confusion matrix.
+        samples_path: where to draw the image | ground truth | prediction grid.
+        extra: more JSON fields, e.g. the checkpoint and split.
+
+    Returns:
+        ``{"json" | "confusion" | "samples": path}`` of the files written.
+    """
+    if classes is None:
+        classes = [c["name"] for c in result.metrics["per_class"]]
+    names, colors = class_names_colors(classes)
+    out = Path(out_dir) if out_dir is not None else None
+    paths = {
+        "json": json_path or (out / "metrics.json" if out else None),
+        "confusion": confusion_path or (out / "confusion.png" if out else None),
+        "samples": samples_path or (out / "samples.png" if out and result.samples else None),
+    }
+    written: dict[str, Path] = {}
+    if paths["json"] is not None:
+        report = {
+            **result.metrics,
+            "num_images": result.num_images,
+            "seconds": round(result.seconds, 3),
+            "settings": result.settings,
+            **(extra or {}),
+        }
+        write_text(paths["json"], _dumps_report(report))
+        written["json"] = Path(paths["json"])
+    if paths["confusion"] is not None:
+        written["confusion"] = plot_confusion(result.matrix, names, paths["confusion"], normalize="true")
+    if paths["samples"] is not None:
+        if not result.samples:
+            raise ValueError("no samples to draw: evaluate with num_samples > 0")
+        s = result.samples
+        written["samples"] = plot_samples(
+            [x.image for x in s], [x.gt for x in s], [x.pred for x in s], colors, paths["samples"], names=names
+        )
+    for kind, path in written.items():
+        logger.info("wrote %s %s", kind, path)
+    return written

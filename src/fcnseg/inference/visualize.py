@@ -1,0 +1,96 @@
+"""Showing a segmentation: colour masks, overlays on the image, and a legend of class colours.
+
+Class ``k`` is drawn in ``colors[k]``; void (255) and indices without a colour are black in a colour mask and
+left untinted in an overlay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["Colors", "colorize", "legend_image", "overlay", "palette"]
+
+Colors = Sequence[Sequence[int]]
+"""RGB triples, one per class."""
+
+VOID = 255
+
+
+def palette(colors: Colors) -> np.ndarray:
+    """``(256, 3)`` uint8 lookup table: entry ``k`` is ``colors[k]``, all others (void included) black."""
+    if len(colors) > VOID:
+        raise ValueError(f"at most {VOID} class colours fit a palette, got {len(colors)}")
+    table = np.zeros((256, 3), dtype=np.uint8)
+    if len(colors):
+        table[: len(colors)] = np.asarray(colors, dtype=np.int64).reshape(-1, 3).clip(0, 255)
+    return table
+
+
+def _mask_indices(mask: np.ndarray | torch.Tensor) -> np.ndarray:
+    array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if array.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {array.shape}")
+    return array.astype(np.int64).clip(0, 255)  # out-of-range indices land on black entries
+
+
+def colorize(mask: np.ndarray | torch.Tensor, colors: Colors) -> np.ndarray:
+    """Class-index mask ``(H, W)`` -> colour image ``(H, W, 3)`` uint8."""
+    return palette(colors)[_mask_indices(mask)]
+
+
+def overlay(
+    image: Image.Image | np.ndarray, mask: np.ndarray | torch.Tensor, colors: Colors, alpha: float = 0.5
+) -> Image.Image:
+    """Blend class colours over an RGB image: ``(1 - alpha) * image + alpha * colour``; void stays untinted.
+
+    Args:
+        image: RGB image of the mask's size (PIL, or ``(H, W, 3)`` uint8).
+        mask: class indices ``(H, W)``.
+        colors: RGB triple per class.
+        alpha: opacity of the colours, in ``[0, 1]``.
+    """
+    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.float32)
+    indices = _mask_indices(mask)
+    if rgb.shape[:2] != indices.shape:
+        raise ValueError(
+            f"image is {rgb.shape[1]}x{rgb.shape[0]} but the mask is {indices.shape[1]}x{indices.shape[0]}"
+        )
+    tinted = indices < len(colors)
+    blend = (1.0 - alpha) * rgb + alpha * palette(colors)[indices].astype(np.float32)
+    out = np.where(tinted[..., None], blend, rgb)
+    return Image.fromarray(np.rint(out).clip(0, 255).astype(np.uint8), mode="RGB")
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)  # scalable built-in font (Pillow >= 10.1 with FreeType)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def legend_image(names: Sequence[str], colors: Colors, *, swatch: int = 20, font_size: int = 14) -> Image.Image:
+    """A white image listing one colour swatch and class name per row."""
+    if len(names) != len(colors):
+        raise ValueError(f"legend has {len(names)} names but {len(colors)} colours")
+    font = _font(font_size)
+    pad = swatch // 2
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_width = max((int(measure.textlength(name, font=font)) for name in names), default=0)
+    row = swatch + pad // 2
+    size = (pad * 3 + swatch + text_width, pad * 2 + row * len(names))
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    for i, (name, color) in enumerate(zip(names, colors, strict=True)):
+        top = pad + i * row
+        draw.rectangle(
+            [pad, top, pad + swatch - 1, top + swatch - 1], fill=tuple(int(c) for c in color), outline="gray"
+        )
+        if isinstance(font, ImageFont.FreeTypeFont):
+            draw.text((2 * pad + swatch, top + swatch // 2), name, fill="black", font=font, anchor="lm")
+        else:  # bitmap fallback font: no anchors
+            draw.text((2 * pad + swatch, top + swatch // 4), name, fill="black", font=font)
+    return image

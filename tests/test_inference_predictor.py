@@ -1,0 +1,184 @@
+"""Predictor: any image input, mask at the input's size, fast path (bf16 + channels_last) vs fp32, checkpoints.
+
+The helpers here (``make_model``, ``write_checkpoint``) are shared with the CLI and export tests. They use the
+real ``fcnseg.create_model`` / ``fcnseg.training.checkpoint`` when those exist, else a small stand-in FCN and a
+stand-in checkpoint module that follows the format of docs/DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from fcnseg.inference.predictor import Predictor
+
+K = 4
+MODEL_NAME = "fcn8s_squeezenet1_1"
+COLORS = [[0, 0, 0], [200, 10, 10], [10, 200, 10], [10, 10, 200]]
+NAMES = ["background", "red", "green", "blue"]
+MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+
+
+class StandInFCN(nn.Module):
+    """Stride-8 features, 1x1 score layer, transposed-conv x8 upsampling cropped to the input (as FCN does)."""
+
+    def __init__(self, num_classes: int = K) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(), nn.Conv2d(32, 32, 3, 2, 1)
+        )
+        self.score = nn.Conv2d(32, num_classes, 1)
+        self.up = nn.ConvTranspose2d(num_classes, num_classes, 16, stride=8, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        y = self.up(self.score(self.features(x)))  # (N, K, 8 * ceil(H / 8) + 8, ...)
+        return y[:, :, 4 : 4 + h, 4 : 4 + w]  # crop to the input size, like FCN's crop layers
+
+
+def _create_model_fn():
+    try:
+        from fcnseg.models import create_model
+    except ImportError:
+        return None
+    return create_model
+
+
+def real_api() -> bool:
+    """Whether the real model registry and checkpoint module are available."""
+    return _create_model_fn() is not None and importlib.util.find_spec("fcnseg.training.checkpoint") is not None
+
+
+def make_model(num_classes: int = K, *, seed: int = 0) -> nn.Module:
+    """A seeded random FCN in eval mode; zero-initialised layers (FCN's score layers) get random weights too."""
+    torch.manual_seed(seed)
+    create_model = _create_model_fn()
+    model = StandInFCN(num_classes) if create_model is None else create_model(MODEL_NAME, num_classes=num_classes)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                nn.init.normal_(p, std=0.05)
+    return model.eval()
+
+
+def write_checkpoint(path: Path, monkeypatch: pytest.MonkeyPatch, num_classes: int = K) -> nn.Module:
+    """Save a checkpoint of ``make_model()`` in the documented format; returns the model."""
+    model = make_model(num_classes)
+    real = real_api()
+    ckpt = {
+        "format": "fcnseg-checkpoint",
+        "version": 1,
+        "model": {"name": MODEL_NAME if real else "stand-in", "num_classes": num_classes, "options": {}},
+        "state_dict": model.state_dict(),
+        "classes": {"names": NAMES[:num_classes], "colors": COLORS[:num_classes]},
+        "normalization": {"mean": MEAN, "std": STD},
+        "config": {},
+        "metrics": {},
+    }
+    torch.save(ckpt, path)
+    if not real:
+        module = types.ModuleType("fcnseg.training.checkpoint")
+
+        def load_checkpoint(p):
+            return torch.load(p, map_location="cpu", weights_only=False)
+
+        def model_from_checkpoint(c):
+            create_model = _create_model_fn()
+            k = c["model"]["num_classes"]
+            m = StandInFCN(k) if create_model is None else create_model(MODEL_NAME, num_classes=k)
+            m.load_state_dict(c["state_dict"])
+            return m.eval()
+
+        module.load_checkpoint = load_checkpoint
+        module.model_from_checkpoint = model_from_checkpoint
+        monkeypatch.setitem(sys.modules, "fcnseg.training.checkpoint", module)
+    return model
+
+
+def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """(H, W, 3) uint8 with image-like smooth structure."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, max(2, h // 12), max(2, w // 12), generator=g)
+    return (F.interpolate(coarse, size=(h, w), mode="bicubic").clamp(0, 1)[0].permute(1, 2, 0) * 255).byte().numpy()
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor(make_model(), classes={"names": NAMES, "colors": COLORS}, precision="fp32")
+
+
+def test_predict_any_input_at_its_size(predictor: Predictor) -> None:
+    array = smooth_image(45, 67)
+    mask, probs = predictor.predict(array, return_probs=True)
+    assert mask.shape == (45, 67) and mask.dtype == np.uint8 and mask.max() < K
+    assert probs.shape == (K, 45, 67) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+    assert np.array_equal(mask, probs.argmax(0))
+    for same in (Image.fromarray(array), torch.from_numpy(array).permute(2, 0, 1).float() / 255):
+        assert np.array_equal(predictor.predict(same), mask)
+
+
+def test_file_inputs_of_every_kind(predictor: Predictor, tmp_path: Path) -> None:
+    rgb = smooth_image(37, 53)
+    Image.fromarray(rgb).convert("L").save(tmp_path / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full((37, 53), 255, np.uint8)])).save(tmp_path / "rgba.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 64).save(tmp_path / "deep.png")
+    exif = Image.Exif()
+    exif[274] = 6  # displayed rotated by 90 degrees
+    Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif)
+    for name in ("gray.png", "rgba.png", "deep.png"):
+        assert predictor.predict(tmp_path / name).shape == (37, 53), name
+    assert predictor.predict(tmp_path / "rotated.jpg").shape == (53, 37)
+    # An opaque RGBA image segments exactly like its RGB content.
+    assert np.array_equal(predictor.predict(tmp_path / "rgba.png"), predictor.predict(rgb))
+
+
+def test_predict_batch_matches_single_predictions(predictor: Predictor) -> None:
+    images = [smooth_image(40, 48, seed=i) for i in range(3)] + [smooth_image(33, 41, seed=9)]
+    masks = predictor.predict_batch([images[0], images[3], images[1], images[2]], batch_size=2)
+    assert [m.shape for m in masks] == [(40, 48), (33, 41), (40, 48), (40, 48)]
+    for got, image in zip(masks, [images[0], images[3], images[1], images[2]], strict=True):
+        assert (got == predictor.predict(image)).mean() >= 0.999  # batched convolutions may round differently
+
+
+def test_fast_path_agrees_with_fp32(predictor: Predictor) -> None:
+    fast = Predictor(make_model(), precision="bf16")  # what "auto" picks on AMX / AVX512-BF16 CPUs
+    assert fast.channels_last and fast.precision == "bf16"
+    agreement = np.mean(
+        [(fast.predict(im) == predictor.predict(im)).mean() for im in (smooth_image(96, 128, s) for s in range(3))]
+    )
+    assert agreement >= 0.99, f"bf16/fp32 argmax agreement {agreement:.4f}"
+
+
+def test_auto_tiling_from_memory_budget(predictor: Predictor) -> None:
+    image = smooth_image(150, 180)
+    tiny = Predictor(make_model(), classes=predictor.classes, precision="fp32", tile_size="auto", memory_budget=1)
+    assert tiny._tile_for(150, 180, 1) == (64, 64)  # over budget: the smallest tile
+    roomy = Predictor(make_model(), precision="fp32", tile_size="auto", memory_budget=2**30)
+    assert roomy._tile_for(150, 180, 1) is None
+    assert np.array_equal(roomy.predict(image), predictor.predict(image))
+    assert tiny.predict(image).shape == (150, 180)
+
+
+def test_default_classes_follow_the_model() -> None:
+    classes = Predictor(make_model(), precision="fp32").classes
+    assert len(classes.names) == K and len(classes.colors) == K
+
+
+def test_from_checkpoint_uses_its_classes_and_normalisation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = write_checkpoint(tmp_path / "model.pt", monkeypatch)
+    loaded = Predictor.from_checkpoint(tmp_path / "model.pt", precision="fp32")
+    assert list(loaded.classes.names) == NAMES and [list(c) for c in loaded.classes.colors] == COLORS
+    torch.testing.assert_close(loaded.mean.flatten(), torch.tensor(MEAN))
+    image = smooth_image(50, 70)
+    reference = Predictor(model, mean=MEAN, std=STD, precision="fp32")
+    assert np.array_equal(loaded.predict(image), reference.predict(image))

@@ -1,0 +1,1 @@
+"""Training: loss, optimiser parameter groups and schedules, the training loop, checkpoints."""

@@ -1,0 +1,176 @@
+"""Training configuration: one dataclass whose fields are the command-line flags and the config-file keys.
+
+Precedence: field defaults < ``--preset`` < ``--config FILE`` (YAML or TOML) < flags given on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The paper's recipe (Long et al., Sec. 4.3): fixed learning rate, momentum 0.99, unnormalised (summed) loss,
+# batches of one whole image. Its learning rate, 1e-10 for VGG16 FCN-32s on 500x500 VOC images, matches the summed
+# loss over ~250k pixels and Caffe-scale activations; other nets and image sizes need their own (see README).
+PRESETS: dict[str, dict[str, Any]] = {
+    "modern": {},
+    "paper": {
+        "schedule": "fixed",
+        "momentum": 0.99,
+        "loss_norm": "sum",
+        "batch_size": 1,
+        "crop_size": None,
+        "scale_range": None,
+        "lr": 1e-10,
+        "weight_decay": 5e-4,
+    },
+}
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as ``config.json`` in the run folder and in checkpoints."""
+
+    model: str = _f("fcn8s_squeezenet1_1", "model name (see `fcnseg models`)")
+    dataset: str = _f("camvid", "voc, sbd, camvid, cityscapes, ade20k or folder")
+    data_root: str = _f("", "dataset folder")
+    out: str = _f("runs/train", "run folder: checkpoints, logs, plots")
+    train_split: str = _f("train", "split to train on")
+    val_split: str = _f("val", "split to validate on ('' for none)")
+    classes: str | None = _f(None, "class file of a folder dataset (name r g b per line)")
+    backbone_weights: str | None = _f(None, "ImageNet weights: a local state dict or a torchvision name (DEFAULT)")
+    init_from: str | None = _f(None, "initialise from this checkpoint of a coarser FCN (staged training)")
+    staged: bool = _f(False, "train FCN-32s, then 16s, then 8s, each from the previous one (iters per stage)")
+    layout: str | None = _f(None, "VGG layout: default or caffe")
+    at_once: bool = _f(False, "at-once FCN-8s: scale pool4/pool3 by 0.01/0.0001")
+    learnable_upsampling: bool = _f(False, "let the transposed convolutions learn")
+    preset: str = _f("modern", "modern (poly schedule, momentum 0.9, crops) or paper (fixed lr, 0.99, sum, batch 1)")
+    iters: int | None = _f(None, "number of optimiser steps (default: 2000 unless --epochs)")
+    epochs: int | None = _f(None, "number of passes over the training split")
+    batch_size: int = _f(8, "images per step")
+    crop_size: tuple[int, int] | None = _f((320, 320), "training crop H W (none: whole images)", nargs=2)
+    scale_range: tuple[float, float] | None = _f((0.5, 2.0), "random scale range LOW HIGH (none: no scaling)", nargs=2)
+    hflip: bool = _f(True, "random horizontal flips")
+    jitter: bool = _f(False, "photometric jitter")
+    lr: float = _f(1e-3, "base learning rate (biases get twice this)")
+    momentum: float = _f(0.9, "SGD momentum")
+    weight_decay: float = _f(5e-4, "weight decay (not on biases)")
+    schedule: str = _f("poly", "poly or fixed")
+    poly_power: float = _f(0.9, "exponent of the poly schedule")
+    warmup: int = _f(0, "linear warm-up steps")
+    loss_norm: str = _f("mean", "mean (per labelled pixel) or sum (the paper)")
+    class_weights: str = _f("none", "none or median-frequency (computed from the training split)")
+    precision: str = _f("auto", "auto, fp32, bf16 or fp16 (fp16 on CUDA only)")
+    device: str = _f("auto", "auto, cpu or cuda")
+    workers: int = _f(1, "data-loading worker processes")
+    cache: bool = _f(True, "decode each training image once and keep it in memory")
+    seed: int = _f(0, "random seed (weights of new layers, data order, augmentation)")
+    val_every: int = _f(500, "validate (and save last.pt/best.pt) every N steps, and at the end")
+    log_every: int = _f(20, "log a metrics row every N steps")
+    resume: bool = _f(False, "continue the run in --out from its last.pt")
+
+    def resolved(self) -> TrainConfig:
+        """Check values and fill derived defaults."""
+        choices = {
+            "preset": PRESETS,
+            "schedule": ("poly", "fixed"),
+            "loss_norm": ("mean", "sum"),
+            "class_weights": ("none", "median-frequency"),
+            "precision": ("auto", "fp32", "bf16", "fp16"),
+            "device": ("auto", "cpu", "cuda"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be one of {list(allowed)}, not {getattr(self, name)!r}"
+                )
+        if self.crop_size is not None:
+            self.crop_size = (int(self.crop_size[0]), int(self.crop_size[1]))
+        if self.scale_range is not None:
+            self.scale_range = (float(self.scale_range[0]), float(self.scale_range[1]))
+        if self.iters is None and self.epochs is None:
+            self.iters = 2000
+        for name in ("iters", "epochs", "batch_size", "val_every", "log_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if not self.data_root:
+            raise ValueError("--data-root is required: the folder of the dataset to train on")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Keys of a YAML or TOML file (the flag names, with ``-`` or ``_``); unknown keys are an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file '{path}' does not exist")
+    text = path.read_text()
+    if path.suffix == ".toml":
+        data = tomllib.loads(text)
+    elif path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as err:
+            raise ValueError(f"reading '{path}' needs PyYAML: pip install 'fcnseg[data]' or use TOML") from err
+        data = yaml.safe_load(text) or {}
+    elif path.suffix == ".json":
+        data = json.loads(text)
+    else:
+        raise ValueError(f"config file '{path}' must end in .yaml, .yml, .toml or .json")
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"config file '{path}' has unknown keys {unknown}; keys are the flags of `fcnseg train`")
+    return data
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``TrainConfig`` field; every default is left unset so that precedence can be resolved."""
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif "nargs" in f.metadata:
+            cast = float if "float" in f.type else int
+            parser.add_argument(
+                flag,
+                nargs="+",
+                default=None,
+                help=help_text + "; 'none' to disable",
+                type=lambda s, c=cast: None if s.lower() == "none" else c(s),
+            )
+        else:
+            cast = {"int | None": int, "int": int, "float": float}.get(f.type, str)
+            parser.add_argument(flag, type=cast, default=None, help=help_text)
+    parser.add_argument("--config", type=Path, default=None, help="YAML or TOML file whose keys are these flags")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Merge defaults, preset, config file and command-line flags, in that order."""
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    flags = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    for n in ("crop_size", "scale_range"):
+        if n in flags and (None in flags[n]):
+            flags[n] = None
+        elif n in flags and len(flags[n]) != 2:
+            raise ValueError(f"--{n.replace('_', '-')} takes two values or 'none'")
+    from_file = read_config_file(args.config) if getattr(args, "config", None) else {}
+    preset = flags.get("preset", from_file.get("preset", "modern"))
+    if preset not in PRESETS:
+        raise ValueError(f"--preset must be one of {list(PRESETS)}, not {preset!r}")
+    return TrainConfig(**(PRESETS[preset] | from_file | flags)).resolved()

@@ -1,0 +1,88 @@
+"""The training data stream: a seeded order per epoch and seeded augmentation per sample.
+
+Each sample's augmentation is drawn from a generator seeded by (run seed, epoch, index), and each epoch's order
+from (run seed, epoch), so a run is repeatable whatever the number of workers, and ``--resume`` continues with
+exactly the batches the interrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from fcnseg.data import pad_collate
+
+Key = tuple[int, int]  # (epoch, index into the dataset)
+
+
+class SeededAugmentation(Dataset):
+    """``dataset[(epoch, i)]`` -> ``transform(*base[i])`` with randomness fixed by ``(seed, epoch, i)``."""
+
+    def __init__(self, base: Dataset, transform: Callable, seed: int) -> None:
+        self.base, self.transform, self.seed = base, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor, Key]:
+        epoch, index = key
+        image, mask = self.base[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + epoch * 10_007 + index) % 2**63)
+            image, mask = self.transform(image, mask)
+        return image, mask, key
+
+
+class EpochBatches(Sampler[list[Key]]):
+    """Batches of ``(epoch, index)`` keys from ``(start_epoch, start_position)`` on, epoch after epoch.
+
+    Each epoch is a permutation seeded by ``(seed, epoch)``; its incomplete last batch is dropped (when the split
+    holds at least one full batch) so that batch-norm never sees a batch of one.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, start_epoch: int = 0, start_position: int = 0) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.start_epoch, self.start_position = start_epoch, start_position
+
+    def batches_per_epoch(self) -> int:
+        return max(1, self.size // self.batch_size)
+
+    def epoch_length(self) -> int:
+        """Samples drawn per epoch."""
+        return min(self.size, self.batches_per_epoch() * self.batch_size)
+
+    def advance(self, keys: list[Key]) -> None:
+        """Move the start past the batch ``keys``, so that a new iterator (or a resumed run) continues after it."""
+        epoch = keys[-1][0]
+        position = (self.start_position if epoch == self.start_epoch else 0) + len(keys)
+        if position >= self.epoch_length():
+            epoch, position = epoch + 1, 0
+        self.start_epoch, self.start_position = epoch, position
+
+    def __iter__(self) -> Iterator[list[Key]]:
+        epoch, position = self.start_epoch, self.start_position
+        while True:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+            for start in range(position, self.epoch_length(), self.batch_size):
+                yield [(epoch, int(i)) for i in order[start : start + self.batch_size]]
+            epoch, position = epoch + 1, 0
+
+
+def _collate(items: list[tuple[torch.Tensor, torch.Tensor, Key]]) -> tuple[torch.Tensor, torch.Tensor, list[Key]]:
+    images, masks = pad_collate([(image, mask) for image, mask, _ in items])
+    return images, masks, [key for _, _, key in items]
+
+
+def training_loader(dataset: SeededAugmentation, sampler: EpochBatches, *, workers: int, pin: bool) -> DataLoader:
+    """An endless loader of ``(images (N, 3, h, w), masks (N, h, w), keys)``."""
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=pin,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )

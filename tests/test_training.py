@@ -1,0 +1,212 @@
+"""Training: loss against hand-computed values, parameter groups, schedules, config precedence, exact resume,
+staged initialisation, checkpoints and the ``fcnseg train`` command on a tiny generated dataset."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fcnseg import create_model
+from fcnseg.cli.main import main
+from fcnseg.data.synthetic import write_shapes_dataset
+from fcnseg.training.checkpoint import load_checkpoint, load_init_weights, model_from_checkpoint
+from fcnseg.training.config import TrainConfig
+from fcnseg.training.data import EpochBatches
+from fcnseg.training.loop import Trainer, train
+from fcnseg.training.loss import segmentation_loss
+from fcnseg.training.optim import lr_factor, parameter_groups
+
+
+def test_loss_ignores_void_and_matches_hand_computed_values() -> None:
+    # Three pixels: logits (0, 0) target 0 -> ln 2; logits (ln 3, 0) target 0 -> ln(4/3); the third is void.
+    logits = torch.tensor([[0.0, math.log(3), 5.0], [0.0, 0.0, -5.0]]).reshape(1, 2, 1, 3)
+    target = torch.tensor([[[0, 0, 255]]])
+    expected_sum = math.log(2) + math.log(4 / 3)
+    assert segmentation_loss(logits, target, normalization="sum").item() == pytest.approx(expected_sum)
+    assert segmentation_loss(logits, target).item() == pytest.approx(expected_sum / 2)
+    # Class weights: pixel 1 has target 0 (w=2), so does pixel 2; make pixel 2 class 1 (w=0.5):
+    # loss(pixel 2, target 1) = -ln(1/4) = ln 4; weighted mean = (2 ln 2 + 0.5 ln 4) / (2 + 0.5)
+    target = torch.tensor([[[0, 1, 255]]])
+    weighted = segmentation_loss(logits, target, class_weights=torch.tensor([2.0, 0.5]))
+    assert weighted.item() == pytest.approx((2 * math.log(2) + 0.5 * math.log(4)) / 2.5)
+    all_void = segmentation_loss(logits, torch.full((1, 1, 3), 255))
+    assert all_void.item() == 0.0
+
+
+def test_parameter_groups_follow_the_paper() -> None:
+    model = create_model("fcn8s_resnet18", num_classes=3)
+    groups = parameter_groups(model, lr=0.01, weight_decay=5e-4)
+    by_mult = {g["lr_mult"]: g for g in groups if g["weight_decay"] > 0 or g["lr_mult"] == 2.0}
+    assert by_mult[2.0]["lr"] == pytest.approx(0.02) and by_mult[2.0]["weight_decay"] == 0
+    biases = {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
+    assert {id(p) for p in by_mult[2.0]["params"]} == biases
+    in_groups = {id(p) for g in groups for p in g["params"]}
+    fixed = [p for p in model.parameters() if not p.requires_grad]
+    assert fixed and not any(id(p) in in_groups for p in fixed)  # the bilinear upsampling stays fixed
+    assert len(in_groups) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_learning_rate_schedules() -> None:
+    assert lr_factor(0, total=100, schedule="fixed") == 1.0
+    assert lr_factor(50, total=100, schedule="poly", power=0.9) == pytest.approx(0.5**0.9)
+    assert lr_factor(100, total=100, schedule="poly") == 0.0
+    assert lr_factor(4, total=100, schedule="fixed", warmup=10) == pytest.approx(0.5)
+
+
+def test_epoch_batches_are_seeded_permutations_and_resume_in_place() -> None:
+    stream = iter(EpochBatches(10, 4, seed=3))
+    first = [next(stream) for _ in range(4)]  # two batches per epoch (the incomplete third is dropped)
+    assert len({i for _, i in first[0] + first[1]}) == 8 and {e for e, _ in first[2]} == {1}
+    resumed = EpochBatches(10, 4, seed=3)
+    resumed.advance(first[0])
+    assert next(iter(resumed)) == first[1]
+    resumed.advance(first[1])
+    assert (resumed.start_epoch, resumed.start_position) == (1, 0)
+
+
+def test_config_precedence_defaults_preset_file_flags(tmp_path: Path) -> None:
+    from fcnseg.cli.main import build_parser
+    from fcnseg.training.config import config_from_args
+
+    (tmp_path / "c.toml").write_text('preset = "paper"\nlr = 1e-4\nbatch-size = 2\n')
+    (tmp_path / "c.yaml").write_text("lr: 0.5\n")
+    parser = build_parser()
+    args = parser.parse_args(["train", "--data-root", "d", "--config", str(tmp_path / "c.toml"), "--batch-size", "3"])
+    config = config_from_args(args)
+    assert config.momentum == 0.99 and config.schedule == "fixed" and config.loss_norm == "sum"  # preset
+    assert config.lr == 1e-4  # file over preset
+    assert config.batch_size == 3  # flag over file
+    assert config.crop_size is None  # the paper trains on whole images
+    assert (
+        config_from_args(parser.parse_args(["train", "--data-root", "d", "--config", str(tmp_path / "c.yaml")])).lr
+        == 0.5
+    )
+    (tmp_path / "bad.toml").write_text("learning_rate = 1\n")
+    with pytest.raises(ValueError, match="unknown keys \\['learning_rate'\\]"):
+        config_from_args(parser.parse_args(["train", "--data-root", "d", "--config", str(tmp_path / "bad.toml")]))
+    with pytest.raises(ValueError, match="--schedule must be one of"):
+        config_from_args(parser.parse_args(["train", "--data-root", "d", "--schedule", "cosine"]))
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=12, num_val=4, size=(64, 80))
+
+
+def _config(shapes: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        model="fcn8s_resnet18",
+        dataset="folder",
+        data_root=str(shapes),
+        classes=str(shapes / "classes.txt"),
+        out=str(out),
+        iters=6,
+        batch_size=4,
+        crop_size=(48, 64),
+        lr=0.01,
+        val_every=3,
+        log_every=1,
+        workers=0,
+        precision="fp32",
+        device="cpu",
+    )
+    return TrainConfig(**(base | kw)).resolved()
+
+
+def test_resume_continues_exactly_where_an_interrupted_run_stopped(shapes: Path, tmp_path: Path, monkeypatch) -> None:
+    straight = train(_config(shapes, tmp_path / "a"))
+    assert straight["steps"] == 6
+
+    step = Trainer.train_step
+
+    def interrupt_at_4(self, images, masks):
+        if self.step == 4:
+            raise KeyboardInterrupt
+        return step(self, images, masks)
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "train_step", interrupt_at_4)
+        with pytest.raises(KeyboardInterrupt):
+            train(_config(shapes, tmp_path / "b"))
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["train_state"]["step"] == 4
+    train(_config(shapes, tmp_path / "b", resume=True))
+
+    a, b = (load_checkpoint(tmp_path / run / "last.pt") for run in ("a", "b"))
+    assert b["train_state"]["step"] == 6
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]  # no duplicated or missing rows
+
+
+def test_staged_training_starts_each_stage_from_the_previous(shapes: Path, tmp_path: Path) -> None:
+    summary = train(_config(shapes, tmp_path, model="fcn8s_resnet18", staged=True, iters=2, val_every=2))
+    assert list(summary["stages"]) == ["fcn32s", "fcn16s", "fcn8s"]
+    coarse = load_checkpoint(tmp_path / "fcn32s" / "best.pt")
+    assert load_checkpoint(tmp_path / "fcn16s" / "best.pt")["config"]["init_from"] == str(
+        tmp_path / "fcn32s" / "best.pt"
+    )
+    finer = create_model("fcn16s_resnet18", num_classes=5)
+    fresh = load_init_weights(finer, coarse)
+    assert all(k.startswith(("head.skips.", "head.upscore.")) for k in fresh)
+    torch.testing.assert_close(finer.head.score_fr.weight, coarse["state_dict"]["head.score_fr.weight"])
+    assert finer.head.skips[0].score.weight.abs().sum() == 0
+
+
+def test_train_command_writes_a_complete_run_folder(shapes: Path, tmp_path: Path) -> None:
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        f"model: fcn8s_squeezenet1_1\ndataset: folder\ndata-root: {shapes}\nclasses: {shapes}/classes.txt\n"
+    )
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            "--iters",
+            "4",
+            "--batch-size",
+            "2",
+            "--crop-size",
+            "48",
+            "48",
+            "--val-every",
+            "2",
+            "--workers",
+            "0",
+        ]
+    )
+    assert code == 0
+    for name in ("last.pt", "best.pt", "metrics.jsonl", "curves.png", "config.json", "summary.json"):
+        assert (out / name).stat().st_size > 0, name
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt["model"]["name"] == "fcn8s_squeezenet1_1"
+    assert ckpt["classes"]["names"][4] == "framed square"
+    assert "train_state" not in ckpt and 0 <= ckpt["metrics"]["mean_iou"] <= 1
+    model = model_from_checkpoint(ckpt)
+    x = torch.randn(1, 3, 37, 53)
+    with torch.no_grad():
+        assert model(x).shape == (1, 5, 37, 53)
+
+
+def test_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nothing\.pt"):
+        load_checkpoint(tmp_path / "nothing.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt. is not an fcnseg checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*junk\.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_bad_arguments_exit_with_a_message(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    assert main(["train", "--data-root", str(tmp_path / "missing"), "--dataset", "camvid"]) == 2
+    assert "missing" in capsys.readouterr().err

@@ -7,11 +7,12 @@ returns logits ``(N, K, H, W)``; class names and colours are stored in the file 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from fcnseg.cli.main import UserError
-from fcnseg.inference.export import FORMATS, export_checkpoint
+from fcnseg.inference.export import FORMATS, ExportCheckError, export_checkpoint
 
 
 def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
@@ -27,6 +28,16 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
 def run(args: argparse.Namespace) -> int:
     if not args.checkpoint.is_file():
         raise UserError(f"checkpoint '{args.checkpoint}' does not exist")
-    diff = export_checkpoint(args.checkpoint, args.format, args.out, tolerance=args.tolerance)
+    try:
+        diff = export_checkpoint(args.checkpoint, args.format, args.out, tolerance=args.tolerance)
+    except ExportCheckError as err:
+        other = "torchscript" if args.format == "onnx" else "onnx"
+        hint = f"try --format {other}"
+        if math.isfinite(err.max_diff):
+            hint = f"if a gap of {err.max_diff:.3g} is acceptable, pass --tolerance {2 * err.max_diff:.2g}; else {hint}"
+        raise UserError(
+            f"the {args.format} export of '{args.checkpoint}' does not reproduce the eager model: {err}. "
+            f"Nothing was written to '{args.out}'; {hint}"
+        ) from err
     print(f"wrote {args.out} ({args.format}); max |logit difference| vs eager: {diff:.3g}", file=sys.stdout)
     return 0

@@ -19,9 +19,10 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from fcnseg.inference.visualize import colorize
 from fcnseg.utils.io import atomic_path
 
-__all__ = ["colorize", "default_palette", "plot_confusion", "plot_curves", "plot_samples"]
+__all__ = ["default_palette", "plot_confusion", "plot_curves", "plot_samples"]
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -47,16 +48,6 @@ def default_palette(num_classes: int) -> np.ndarray:
             c >>= 3
         colors[i] = (r, g, b)
     return colors
-
-
-def colorize(mask: ArrayLike, colors: ArrayLike | Sequence[Sequence[int]]) -> np.ndarray:
-    """Paint a label mask with a palette: ``(H, W)`` int -> ``(H, W, 3)`` uint8; void and out-of-range are black."""
-    mask = _numpy(mask).astype(np.int64)
-    palette = _palette(colors)
-    valid = (mask >= 0) & (mask < len(palette))
-    out = np.zeros((*mask.shape, 3), dtype=np.uint8)
-    out[valid] = palette[mask[valid]]
-    return out
 
 
 def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:

@@ -1,7 +1,8 @@
 """Showing a segmentation: colour masks, overlays on the image, and a legend of class colours.
 
-Class ``k`` is drawn in ``colors[k]``; void (255) and indices without a colour are black in a colour mask and
-left untinted in an overlay.
+Class ``k`` is drawn in ``colors[k]``; void (255) and any index outside ``0..K-1`` (negative ones included) are
+black in a colour mask and left untinted in an overlay. This is the one ``colorize`` of the package; the evaluation
+plots use it too.
 """
 
 from __future__ import annotations
@@ -34,12 +35,18 @@ def _mask_indices(mask: np.ndarray | torch.Tensor) -> np.ndarray:
     array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if array.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {array.shape}")
-    return array.astype(np.int64).clip(0, 255)  # out-of-range indices land on black entries
+    return array.astype(np.int64)
+
+
+def _class_colors(indices: np.ndarray, colors: Colors) -> tuple[np.ndarray, np.ndarray]:
+    """``(H, W)`` indices -> ``(H, W, 3)`` uint8 colours and the ``(H, W)`` mask of indices that are classes."""
+    valid = (indices >= 0) & (indices < len(colors))  # void, negative and out-of-range indices are not
+    return palette(colors)[np.where(valid, indices, VOID)], valid  # palette entry VOID is black
 
 
 def colorize(mask: np.ndarray | torch.Tensor, colors: Colors) -> np.ndarray:
-    """Class-index mask ``(H, W)`` -> colour image ``(H, W, 3)`` uint8."""
-    return palette(colors)[_mask_indices(mask)]
+    """Class-index mask ``(H, W)`` -> colour image ``(H, W, 3)`` uint8; indices outside ``0..K-1`` are black."""
+    return _class_colors(_mask_indices(mask), colors)[0]
 
 
 def overlay(
@@ -59,8 +66,8 @@ def overlay(
         raise ValueError(
             f"image is {rgb.shape[1]}x{rgb.shape[0]} but the mask is {indices.shape[1]}x{indices.shape[0]}"
         )
-    tinted = indices < len(colors)
-    blend = (1.0 - alpha) * rgb + alpha * palette(colors)[indices].astype(np.float32)
+    painted, tinted = _class_colors(indices, colors)
+    blend = (1.0 - alpha) * rgb + alpha * painted.astype(np.float32)
     out = np.where(tinted[..., None], blend, rgb)
     return Image.fromarray(np.rint(out).clip(0, 255).astype(np.uint8), mode="RGB")
 

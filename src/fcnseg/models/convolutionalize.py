@@ -178,7 +178,10 @@ def convolutionalize(classifier: nn.Module, *, input_size: tuple[int, int] = (22
 
     flatten = next((n for n in gm.graph.nodes if _is_flatten(n, modules) or _is_spatial_mean(n)), None)
     if flatten is None:
-        raise ValueError(f"{type(classifier).__name__} has no flatten before its classifier; nothing to convert")
+        raise ValueError(
+            f"cannot convolutionalize {type(classifier).__name__}: it never flattens an (N, C, h, w) feature map "
+            "into the input of a Linear classifier (is it a transformer?)"
+        )
     after = _downstream(flatten)
     _, channels, *spatial = _shape(flatten.args[0])
     if _is_spatial_mean(flatten):  # global mean and flatten in one op (ShuffleNet): a sliding average pool

@@ -195,6 +195,21 @@ def test_train_command_writes_a_complete_run_folder(shapes: Path, tmp_path: Path
     with torch.no_grad():
         assert model(x).shape == (1, 5, 37, 53)
 
+    # The checkpoint alone drives evaluation and prediction.
+    report = tmp_path / "val.json"
+    args = ["--dataset", "folder", "--data-root", str(shapes), "--split", "val", "--classes", f"{shapes}/classes.txt"]
+    assert main(["eval", str(out / "best.pt"), *args, "--json", str(report), "--no-progress", "--workers", "0"]) == 0
+    metrics = json.loads(report.read_text())
+    assert {"pixel_acc", "mean_acc", "mean_iou", "fw_iou", "per_class"} <= set(metrics)
+    assert [c["name"] for c in metrics["per_class"]][:2] == ["background", "circle"]
+    image = next((shapes / "images").glob("val_*.png"))
+    assert main(["predict", str(out / "best.pt"), str(image), "--out", str(tmp_path / "pred")]) == 0
+    from PIL import Image
+
+    mask = Image.open(tmp_path / "pred" / image.name)
+    assert mask.mode == "P" and mask.size == Image.open(image).size
+    assert mask.getpalette()[3:6] == ckpt["classes"]["colors"][1]
+
 
 def test_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nothing\.pt"):

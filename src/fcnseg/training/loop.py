@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -238,7 +241,40 @@ class Trainer:
         self.lr = lr
         return loss.item()
 
+    def _loop(self, loader, bar: tqdm) -> dict:
+        """Steps until the end; logs every ``log_every`` steps and validates every ``val_every``."""
+        c, metrics = self.config, {}
+        window = {"loss": 0.0, "steps": 0, "images": 0, "start": time.perf_counter()}
+        while self.step < self.total:
+            images, masks, keys = next(loader)
+            loss = self.train_step(images, masks)
+            self.step += 1
+            self.batches.advance(keys)
+            window["loss"] += loss
+            window["steps"] += 1
+            window["images"] += len(keys)
+            bar.update(1)
+            if self.step % c.log_every == 0 or self.step == self.total:
+                seconds = time.perf_counter() - window["start"]
+                self.elapsed += seconds
+                row = {
+                    "step": self.step,
+                    "epoch": self.batches.start_epoch,
+                    "loss": window["loss"] / window["steps"],
+                    "lr": self.lr,
+                    "images_per_s": window["images"] / max(seconds, 1e-9),
+                    "elapsed_s": round(self.elapsed, 2),
+                }
+                self.log.add(row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{self.lr:.2e}", img_s=f"{row['images_per_s']:.1f}")
+                window = {"loss": 0.0, "steps": 0, "images": 0, "start": time.perf_counter()}
+            if self.step % c.val_every == 0 or self.step == self.total:
+                metrics = self._evaluate_and_save()
+                window["start"] = time.perf_counter()  # validation time is not training time
+        return metrics
+
     def run(self) -> dict:
+        """Train to ``total`` steps; Ctrl-C or SIGTERM saves ``last.pt`` first. Returns a summary."""
         c = self.config
         self.folder.mkdir(parents=True, exist_ok=True)
         write_text(self.folder / "config.json", json.dumps(c.to_dict(), indent=2) + "\n")
@@ -246,41 +282,12 @@ class Trainer:
         self.model.train()
         loader = iter(training_loader(self.train_set, self.batches, workers=c.workers, pin=self.device.type == "cuda"))
         bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
-        metrics: dict = {}
-        window_loss, window_steps, window_images, tick = 0.0, 0, 0, time.perf_counter()
         try:
-            while self.step < self.total:
-                images, masks, keys = next(loader)
-                loss = self.train_step(images, masks)
-                self.step += 1
-                self.batches.advance(keys)
-                window_loss, window_steps, window_images = (
-                    window_loss + loss,
-                    window_steps + 1,
-                    window_images + len(keys),
-                )
-                now = time.perf_counter()
-                bar.update(1)
-                if self.step % c.log_every == 0 or self.step == self.total:
-                    seconds = now - tick
-                    self.elapsed += seconds
-                    row = {
-                        "step": self.step,
-                        "epoch": self.batches.start_epoch,
-                        "loss": window_loss / window_steps,
-                        "lr": self.lr,
-                        "images_per_s": window_images / max(seconds, 1e-9),
-                        "elapsed_s": round(self.elapsed, 2),
-                    }
-                    self.log.add(row)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{self.lr:.2e}", img_s=f"{row['images_per_s']:.1f}")
-                    window_loss, window_steps, window_images, tick = 0.0, 0, 0, time.perf_counter()
-                if self.step % c.val_every == 0 or self.step == self.total:
-                    metrics = self._evaluate_and_save()
-                    tick = time.perf_counter()
+            with _sigterm_as_interrupt():
+                metrics = self._loop(loader, bar)
         except KeyboardInterrupt:
-            log.warning("interrupted at step %d: saving %s so that --resume can continue", self.step, "last.pt")
-            save_checkpoint(self._checkpoint(metrics), self.folder / "last.pt")
+            log.warning("interrupted at step %d: saving last.pt so that --resume can continue", self.step)
+            save_checkpoint(self._checkpoint({}), self.folder / "last.pt")
             raise
         finally:
             bar.close()
@@ -293,6 +300,23 @@ class Trainer:
         }
         write_text(self.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Treat SIGTERM (a scheduler or ``kill``) like Ctrl-C, so that the run saves ``last.pt`` before it ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _whole_image_transforms(config: TrainConfig, mean, std):

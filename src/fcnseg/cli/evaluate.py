@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from fcnseg.cli.dataset_args import add_dataset_arguments, dataset_options
 from fcnseg.cli.main import UserError
-from fcnseg.data import DATASETS, build_dataset, eval_transforms
+from fcnseg.data import build_dataset, eval_transforms
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
         description=__doc__,
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint file written by `fcnseg train`")
-    p.add_argument("--dataset", required=True, choices=list(DATASETS), help="dataset layout")
-    p.add_argument("--data-root", metavar="DIR", required=True, type=Path, help="folder that holds the dataset")
+    add_dataset_arguments(p)
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument(
         "--json", metavar="FILE", type=Path, help="write the metrics JSON here (default: OUT/metrics.json with --out)"
@@ -71,20 +70,6 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     )
     p.add_argument("--workers", metavar="N", type=int, default=2, help="data loading processes (default: 2)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    folder = p.add_argument_group("folder dataset (classes default to the checkpoint's count)")
-    folder.add_argument("--classes", type=Path, metavar="FILE", help="class file: lines 'name r g b' (RGB masks)")
-    folder.add_argument("--image-dir", metavar="DIR", help="image folder under the root (default: images)")
-    folder.add_argument("--mask-dir", metavar="DIR", help="mask folder under the root (default: masks)")
-    folder.add_argument("--mask-format", choices=("auto", "index", "rgb"), help="mask encoding (default: auto)")
-    folder.add_argument("--void-index", metavar="V", type=int, help="stored mask value meaning void, besides 255")
-    voc = p.add_argument_group("VOC / SBD derived splits")
-    voc.add_argument(
-        "--sbd-root", metavar="DIR", type=Path, help="SBD benchmark_RELEASE/dataset folder (voc splits aug, seg11valid)"
-    )
-    voc.add_argument("--voc-root", metavar="DIR", type=Path, help="VOCdevkit/VOC2012 folder (sbd split aug)")
-    voc.add_argument(
-        "--split-file", metavar="FILE", type=Path, help="list of image ids used instead of the voc split's own list"
-    )
     p.set_defaults(run=run)
     return p
 
@@ -119,25 +104,6 @@ def _check_args(args: argparse.Namespace) -> str:
     return mode
 
 
-def _dataset_options(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
-    """Builder options of ``build_dataset`` from the dataset flags (same flags as ``fcnseg check-data``)."""
-    folder_flags = ("classes", "image_dir", "mask_dir", "mask_format", "void_index")
-    if args.dataset == "folder":
-        options = {key: getattr(args, key) for key in folder_flags}
-        if args.classes is None:  # index masks: the checkpoint says how many classes there are
-            options["num_classes"] = num_classes
-    elif args.dataset == "voc":
-        options = {"sbd_root": args.sbd_root, "split_file": args.split_file}
-    elif args.dataset == "sbd":
-        options = {"voc_root": args.voc_root}
-    else:
-        options = {}
-    given = [f"--{key.replace('_', '-')}" for key in folder_flags if getattr(args, key) is not None]
-    if args.dataset != "folder" and given:
-        raise UserError(f"{', '.join(given)} only apply to --dataset folder")
-    return {key: value for key, value in options.items() if value is not None}
-
-
 def _dataset_num_classes(dataset: object) -> int | None:
     classes = getattr(dataset, "classes", None)
     if classes is None:
@@ -161,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
     num_classes = len(classes["names"])
 
     transforms = eval_transforms(norm["mean"], norm["std"])
-    options = _dataset_options(args, num_classes)
+    try:
+        options = dataset_options(args, num_classes=num_classes)
+    except ValueError as err:
+        raise UserError(str(err)) from err
     dataset = build_dataset(args.dataset, args.data_root, args.split, transforms=transforms, **options)
     found = _dataset_num_classes(dataset)
     if found is not None and found != num_classes:

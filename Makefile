@@ -17,15 +17,15 @@ demo: $(STAMP)
 	$(BIN)/fcnseg demo --out runs/demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 
 test: lint
 	$(BIN)/python -m pytest -q
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format
+	$(BIN)/ruff check --fix
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

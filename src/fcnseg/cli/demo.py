@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     p = subparsers.add_parser(name, help="train and evaluate an FCN-8s on built-in procedural data (CPU, minutes)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
     p.add_argument("--model", default="fcn8s_resnet18", help="model to train (default: fcn8s_resnet18)")
-    p.add_argument("--iters", type=int, default=2000, help="training steps (default: 2000)")
+    p.add_argument("--iters", type=int, default=1500, help="training steps (default: 1500)")
     p.add_argument("--lr", type=float, default=0.05, help="base learning rate (default: 0.05)")
     p.add_argument("--num-train", type=int, default=400, help="generated training scenes (default: 400)")
     p.add_argument("--num-val", type=int, default=100, help="generated validation scenes (default: 100)")

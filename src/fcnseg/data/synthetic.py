@@ -66,7 +66,7 @@ def make_scene(rng: np.random.Generator, size: tuple[int, int] = (128, 160)) -> 
     scale = min(h, w)
     for _ in range(rng.integers(2, 6)):
         kind = int(rng.choice([CIRCLE, SQUARE, TRIANGLE, FRAMED]))
-        r = rng.uniform(0.11, 0.22) * scale * (1.6 if kind == FRAMED else 1)
+        r = rng.uniform(0.08, 0.2) * scale * (1.6 if kind == FRAMED else 1)
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         angle = rng.uniform(0, 2 * np.pi)
         shape = CIRCLE if kind == FRAMED else kind
@@ -91,7 +91,7 @@ def write_shapes_dataset(
     Reuses what is there when the same parameters were used before (``classes.txt`` is written last).
     """
     root = Path(root)
-    stamp = f"# shapes dataset v2: train={num_train} val={num_val} size={size[0]}x{size[1]} seed={seed}\n"
+    stamp = f"# shapes dataset: train={num_train} val={num_val} size={size[0]}x{size[1]} seed={seed}\n"
     class_file = root / "classes.txt"
     if class_file.exists() and class_file.read_text().startswith(stamp):
         return root

@@ -74,3 +74,21 @@ def test_export_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, fmt
     out = tmp_path / f"exported{suffix}"
     assert main(["export", str(tmp_path / "ckpt.pt"), "--format", fmt, "--out", str(out)]) == 0
     assert out.is_file() and "max |logit difference|" in capsys.readouterr().out
+
+
+def test_export_cli_reports_a_failed_check_without_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    write_checkpoint(tmp_path / "ckpt.pt", monkeypatch)
+    real_load = torch.jit.load
+
+    def broken_load(*args, **kwargs):  # an exported graph that drifts from eager, as a bad exporter would
+        loaded = real_load(*args, **kwargs)
+        return lambda x: loaded(x) + 0.5
+
+    monkeypatch.setattr(torch.jit, "load", broken_load)
+    out = tmp_path / "exported.pt"
+    assert main(["export", str(tmp_path / "ckpt.pt"), "--format", "torchscript", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "differ from eager by 0.5" in err and "--tolerance" in err and "Traceback" not in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]  # nothing left behind

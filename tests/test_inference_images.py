@@ -1,7 +1,10 @@
-"""Image loading (formats, modes, EXIF, arrays, tensors), palette mask files, colour masks, overlays, legend."""
+"""Image loading (formats, modes, EXIF, arrays, tensors), palette mask files and their permissions, colour masks,
+overlays, legend."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from fcnseg import evaluation
 from fcnseg.inference.images import ImageReadError, load_image, save_mask_png, to_uint8
 from fcnseg.inference.visualize import colorize, legend_image, overlay, palette
+from fcnseg.utils.io import atomic_path
 
 COLORS = [(128, 0, 0), (0, 128, 0), (0, 0, 128)]
 
@@ -116,6 +121,36 @@ def test_save_mask_png_is_a_palette_png(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["m.png"]  # no temporary file left
     with pytest.raises(ValueError, match=r"0\.\.254"):
         save_mask_png(np.array([[300]]), COLORS, tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_honour_the_umask(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        save_mask_png(np.zeros((2, 3), dtype=np.uint8), COLORS, tmp_path / "new.png")
+        with atomic_path(tmp_path / "new.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(previous)
+    for name in ("new.png", "new.txt"):  # what open(path, "w") gives a new file, not mkstemp's 0o600
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+    (tmp_path / "new.txt").chmod(0o640)
+    with atomic_path(tmp_path / "new.txt") as tmp:
+        tmp.write_text("y")
+    assert stat.S_IMODE((tmp_path / "new.txt").stat().st_mode) == 0o640  # an existing file keeps its mode
+    assert (tmp_path / "new.txt").read_text() == "y"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.png", "new.txt"]  # no temporary file left
+
+
+def test_colorize_blacks_out_void_negative_and_unknown_indices() -> None:
+    mask = np.array([[0, 1, 2], [-1, 3, 255], [-300, 1000, 2]])
+    colored = colorize(mask, COLORS)
+    black = (colored == 0).all(-1)
+    assert black.tolist() == [[False, False, False], [True, True, True], [True, True, False]]
+    assert colored[0].tolist() == [list(c) for c in COLORS]
+    blended = np.asarray(overlay(Image.new("RGB", (3, 3), (100, 100, 100)), mask, COLORS))
+    assert (blended[black] == 100).all() and (blended[~black] != 100).any(-1).all()  # only classes are tinted
+    assert evaluation.colorize is colorize  # one implementation for predict outputs and evaluation plots
 
 
 def test_colorize_overlay_legend() -> None:

@@ -110,9 +110,7 @@ def peak_bytes(fn: Callable[[], Any]) -> int:
     return live.peak
 
 
-def matmul_peak(
-    dtype: torch.dtype, *, size: int = 4096, runs: int = 3, device: torch.device | str = "cpu"
-) -> float:
+def matmul_peak(dtype: torch.dtype, *, size: int = 4096, runs: int = 3, device: torch.device | str = "cpu") -> float:
     """FLOP/s of the best of ``runs`` products of two ``(size, size)`` matrices of ``dtype`` (after one warm-up)."""
     device = torch.device(device)
     gen = torch.Generator(device="cpu").manual_seed(0)

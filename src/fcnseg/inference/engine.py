@@ -1,24 +1,24 @@
 """The inference engine: whole-image, tiled (sliding window), multi-scale and flip inference.
 
-One function, :func:`segment_logits`, is shared by ``fcnseg eval``, ``fcnseg predict`` and
-:class:`~fcnseg.inference.predictor.Predictor`. An FCN (Long, Shelhamer and Darrell, 2015) is fully
-convolutional, so it takes an image of any size whole; tiling is only needed when the whole image does not
-fit in memory. Test-time augmentation (scales, flip) averages logits, not probabilities.
+One engine serves ``fcnseg eval``, ``fcnseg predict`` and :class:`~fcnseg.inference.predictor.Predictor`:
+:func:`segment_logits` returns the logits, :func:`segment_bands` the same logits as horizontal bands. An FCN
+(Long, Shelhamer and Darrell, 2015) is fully convolutional, so it takes an image of any size whole; tiling is only
+needed when the whole image does not fit in memory. Test-time augmentation (scales, flip) averages logits, not
+probabilities.
 
-Tiling: windows of ``tile_size`` step by ``tile * (1 - overlap)`` and the last window of each row/column is
-flush with the image border, so every pixel is covered and no padding is needed. Overlapping window logits
-are blended with a separable *tent* (triangular) weight, ``w(i) = min(i + 1/2, n - i - 1/2)``, which is
-largest at the window centre, where the network sees the most context, and small but positive at the window
-border, so that pixels covered by a single window (image borders) are still normalised correctly. The
-blend accumulates into one ``(N, K, H, W)`` float32 sum and one ``(H, W)`` weight sum, never a per-window
-full-image buffer.
+Tiling (:mod:`fcnseg.inference.tiling`): windows on the stride-32 grid, each discarding a margin at interior
+cuts, blended with tent weights; single-scale inference accumulates one row of windows at a time and hands out
+finished horizontal bands (:func:`segment_bands`), so the full ``(N, K, H, W)`` logits are only built when asked
+for (:func:`segment_logits`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -26,14 +26,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fcnseg.inference.memory import MemoryModel, estimate_memory
+from fcnseg.inference.tiling import iter_bands, tile_starts
 
 __all__ = [
     "PRECISIONS",
     "autocast_dtype",
     "choose_tile_size",
+    "segment_bands",
     "segment_logits",
     "tile_starts",
-    "tile_weight",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,36 +82,6 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
-    """Window start offsets along one axis: stride ``tile * (1 - overlap)``, the last window flush with the end.
-
-    A stride of 32 or more is rounded down to a multiple of 32, so that interior windows sample the image on
-    the same stride-32 grid as whole-image inference (an FCN's output depends on that phase).
-
-    >>> tile_starts(10, 4, 0.5)
-    [0, 2, 4, 6]
-    >>> tile_starts(200, 96, 1 / 3)
-    [0, 64, 104]
-    """
-    if tile >= size:
-        return [0]
-    stride = max(1, int(tile * (1.0 - overlap)))
-    if stride >= _TILE_MULTIPLE:  # keep interior windows on the backbone's stride-32 grid (same sampling phase)
-        stride = stride // _TILE_MULTIPLE * _TILE_MULTIPLE
-    n = math.ceil((size - tile) / stride) + 1
-    return sorted({min(i * stride, size - tile) for i in range(n)})
-
-
-def tile_weight(height: int, width: int, *, device: torch.device | str = "cpu") -> Tensor:
-    """Separable tent blending weight ``(height, width)``, 1 at the centre, ``1/n`` at the border."""
-
-    def ramp(n: int) -> Tensor:
-        i = torch.arange(n, device=device, dtype=torch.float32)
-        return torch.minimum(i + 0.5, n - i - 0.5) / (n / 2)
-
-    return ramp(height)[:, None] * ramp(width)[None, :]
-
-
 def _forward(model: nn.Module, x: Tensor, amp: torch.dtype | None) -> Tensor:
     with _autocast(x.device, amp):
         out = model(x)  # (N, K, h, w)
@@ -119,27 +90,74 @@ def _forward(model: nn.Module, x: Tensor, amp: torch.dtype | None) -> Tensor:
     return out.float()
 
 
-def _segment_tiled(
-    model: nn.Module, x: Tensor, tile: tuple[int, int], overlap: float, amp: torch.dtype | None
-) -> Tensor:
-    """Sliding-window logits ``(N, 3, H, W) -> (N, K, H, W)`` blended with :func:`tile_weight`."""
-    n, _, h, w = x.shape
-    th, tw = min(tile[0], h), min(tile[1], w)  # an image smaller than the tile is processed whole on that axis
-    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
-    if len(ys) == 1 and len(xs) == 1:
-        return _forward(model, x, amp)
-    weight = tile_weight(th, tw, device=x.device)  # (th, tw)
-    logit_sum: Tensor | None = None
-    weight_sum = torch.zeros(h, w, device=x.device)
-    for y in ys:
-        for x0 in xs:
-            window = _forward(model, x[:, :, y : y + th, x0 : x0 + tw], amp)  # (N, K, th, tw)
-            if logit_sum is None:
-                logit_sum = torch.zeros(n, window.shape[1], h, w, device=x.device)
-            logit_sum[:, :, y : y + th, x0 : x0 + tw].add_(window * weight)
-            weight_sum[y : y + th, x0 : x0 + tw].add_(weight)
-    assert logit_sum is not None
-    return logit_sum.div_(weight_sum)
+def _check(images: Tensor, tile_size: tuple[int, int] | None, overlap: float) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if tile_size is not None and min(tile_size) < 1:
+        raise ValueError(f"tile_size must be positive, got {tile_size}")
+
+
+def _bands(
+    model: nn.Module, x: Tensor, tile_size: tuple[int, int] | None, overlap: float, amp: torch.dtype | None
+) -> Iterator[tuple[int, Tensor]]:
+    forward = functools.partial(_forward, model, amp=amp)
+    if tile_size is None:
+        with torch.inference_mode():
+            logits = forward(x)
+        yield 0, logits
+    else:
+        yield from iter_bands(forward, x, tile_size, overlap)
+
+
+def _flip_averaged(
+    model: nn.Module, x: Tensor, tile_size: tuple[int, int] | None, overlap: float, amp: torch.dtype | None
+) -> Iterator[tuple[int, Tensor]]:
+    plain, mirrored = _bands(model, x, tile_size, overlap, amp), _bands(model, x.flip(-1), tile_size, overlap, amp)
+    for (top, a), (_, b) in zip(plain, mirrored, strict=True):  # same rows: the bands depend on H only
+        with torch.inference_mode():
+            band = a.add(b.flip(-1)).div_(2)
+        yield top, band
+
+
+def segment_bands(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    tile_size: tuple[int, int] | None = None,
+    overlap: float = 1 / 3,
+    flip: bool = False,
+    precision: str = "fp32",
+) -> Iterator[tuple[int, Tensor]]:
+    """Single-scale :func:`segment_logits`, delivered as horizontal bands from top to bottom.
+
+    Tiled inference then holds one row of windows' logits, ``(N, K, tile_h, W)``, instead of ``(N, K, H, W)``:
+    reduce each band (argmax, softmax) as it comes. Arguments are those of :func:`segment_logits`.
+
+    Returns:
+        An iterator of ``(top, logits)``, ``logits`` ``(N, K, rows, W)`` float32 for image rows ``top .. top + rows``;
+        the bands follow one another and cover the image. A band may be a view of a buffer that the next step
+        reuses: use or copy it before asking for the next one.
+    """
+    _check(images, tile_size, overlap)
+    amp = autocast_dtype(precision, images.device)
+    if flip:
+        return _flip_averaged(model, images, tile_size, overlap, amp)
+    return _bands(model, images, tile_size, overlap, amp)
+
+
+def _gather(bands: Iterator[tuple[int, Tensor]], height: int) -> Tensor:
+    """Bands ``(N, K, rows, W)`` -> ``(N, K, H, W)``."""
+    out: Tensor | None = None
+    for top, band in bands:
+        if top == 0 and band.shape[2] == height:
+            return band
+        if out is None:
+            out = band.new_empty(*band.shape[:2], height, band.shape[3])
+        out[:, :, top : top + band.shape[2]] = band
+    assert out is not None
+    return out
 
 
 def segment_logits(
@@ -167,34 +185,24 @@ def segment_logits(
     Returns:
         Logits averaged over windows, scales and flips, float32, same device as ``images``.
     """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    _check(images, tile_size, overlap)
     if not scales or any(s <= 0 for s in scales):
         raise ValueError(f"scales must be positive, got {scales}")
-    if tile_size is not None and min(tile_size) < 1:
-        raise ValueError(f"tile_size must be positive, got {tile_size}")
-    amp = autocast_dtype(precision, images.device)
     h, w = images.shape[-2:]
     total: Tensor | None = None
     with torch.inference_mode():
         for scale in scales:
             size = (max(1, round(h * scale)), max(1, round(w * scale)))
             x = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-            for flipped in (False, True) if flip else (False,):
-                xi = x.flip(-1) if flipped else x
-                if tile_size is None:
-                    logits = _forward(model, xi, amp)
-                else:
-                    logits = _segment_tiled(model, xi, tile_size, overlap, amp)
-                if flipped:
-                    logits = logits.flip(-1)
-                if size != (h, w):
-                    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-                total = logits.clone() if total is None else total.add_(logits)
+            bands = segment_bands(model, x, tile_size=tile_size, overlap=overlap, flip=flip, precision=precision)
+            logits = _gather(bands, size[0])
+            if size != (h, w):
+                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            if len(scales) == 1:
+                return logits  # no copy: 1 GB for 21 classes at 12 megapixels
+            total = logits.clone() if total is None else total.add_(logits)
         assert total is not None
-        return total.div_(len(scales) * (2 if flip else 1))
+        return total.div_(len(scales))
 
 
 def choose_tile_size(
@@ -203,6 +211,7 @@ def choose_tile_size(
     memory_budget_bytes: float,
     *,
     batch_size: int = 1,
+    bytes_per_row: float = 0.0,
 ) -> tuple[int, int] | None:
     """Decide from a memory budget whether to tile, and pick the largest window that fits.
 
@@ -214,8 +223,11 @@ def choose_tile_size(
         model_or_bytes_per_pixel: a model to probe (on its device, fp32: conservative for bf16/fp16), a
             :class:`MemoryModel`, or peak bytes per input pixel.
         image_hw: ``(H, W)`` of the network input.
-        memory_budget_bytes: memory allowed for one forward pass of ``batch_size`` images.
+        memory_budget_bytes: memory allowed for one forward pass of ``batch_size`` images (plus, when tiling,
+            ``bytes_per_row`` per window row).
         batch_size: images inferred together.
+        bytes_per_row: memory per image that tiling adds per row of window height, whatever the window width:
+            the band of blended logits of :func:`segment_bands`, ``4 * K * W`` bytes per row.
 
     Returns:
         ``None`` when the whole image fits, else ``(tile_h, tile_w)``, multiples of 32 where the image allows,
@@ -231,21 +243,27 @@ def choose_tile_size(
     budget = memory_budget_bytes / batch_size
     if mem.peak_bytes(h, w) <= budget:
         return None
-    # Largest area that fits, as square as the image allows: (th + p) * (tw + p) <= budget / c.
-    side = int(math.sqrt(budget / mem.bytes_per_pixel) - mem.pad)
+    # Largest area that fits, as square as the image allows: c * (th + p) * (tw + p) + r * th <= budget, solved
+    # for th = tw (a quadratic; with r = 0, th = sqrt(budget / c) - p), then for tw given th.
+    c, p, r = mem.bytes_per_pixel, mem.pad, bytes_per_row
+
+    def cost(th: int, tw: int) -> float:
+        return mem.peak_bytes(th, tw) + r * th
+
+    side = int((math.sqrt(r * r + 4 * c * (p * r + budget)) - 2 * c * p - r) / (2 * c))
     th = min(h, side)
-    tw = min(w, int(budget / mem.bytes_per_pixel / (th + mem.pad) - mem.pad)) if th > 0 else 0
+    tw = min(w, int((budget - r * th) / c / (th + p) - p)) if th > 0 else 0
 
     def snap(t: int, limit: int) -> int:  # the whole axis, or a multiple of 32 no smaller than the floor
         return limit if t >= limit else min(limit, max(_MIN_TILE, t // _TILE_MULTIPLE * _TILE_MULTIPLE))
 
     tile = (snap(th, h), snap(tw, w))
-    if mem.peak_bytes(*tile) > budget:
+    if cost(*tile) > budget:
         logger.warning(
             "memory budget of %.0f MiB is too small even for %dx%d tiles (about %.0f MiB); using them anyway",
             memory_budget_bytes / 2**20,
             *tile,
-            mem.peak_bytes(*tile) * batch_size / 2**20,
+            cost(*tile) * batch_size / 2**20,
         )
     logger.debug("image %dx%d does not fit in %.0f MiB: tiling with %s", h, w, memory_budget_bytes / 2**20, tile)
     return tile

@@ -2,14 +2,16 @@
 
 The fast path is the default: ``precision="auto"`` runs bf16 autocast where the hardware computes bf16
 natively (AMX / AVX512-BF16 CPUs, recent CUDA GPUs), and on CPU the model and inputs use the
-``channels_last`` memory format, which oneDNN convolutions prefer. Logits are float32 either way.
+``channels_last`` memory format, which oneDNN convolutions prefer, and the convolutions run on weights cast and
+packed for oneDNN once (:func:`~fcnseg.inference.optimize.prepare_for_inference`) instead of at every call.
+Logits are float32 either way.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,16 +21,17 @@ from torch import Tensor, nn
 
 from fcnseg.data.classes import ClassInfo, bitget_colormap
 from fcnseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from fcnseg.inference.engine import autocast_dtype, choose_tile_size, segment_logits
+from fcnseg.inference.engine import autocast_dtype, choose_tile_size, segment_bands, segment_logits
 from fcnseg.inference.images import load_image
 from fcnseg.inference.memory import MemoryModel, estimate_memory
+from fcnseg.inference.optimize import prepare_for_inference
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "ImageLike", "Predictor", "class_info_from"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
-"""Bytes one forward pass may use when ``tile_size="auto"`` (2 GiB)."""
+"""Bytes inference may use when ``tile_size="auto"`` (2 GiB): one forward pass plus, when tiling, the logit band."""
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor
 
@@ -58,7 +61,8 @@ class Predictor:
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`engine.autocast_dtype`).
         tile_size: ``None`` (whole image), ``(h, w)`` or ``"auto"``: tile only when the image does not fit
             ``memory_budget`` (peak memory measured on the model once, at the first prediction).
-        memory_budget: bytes one forward pass may use with ``tile_size="auto"``.
+        memory_budget: bytes inference may use with ``tile_size="auto"``, besides the model and the image: one
+            forward pass and, when tiling, the band of blended logits (see :func:`engine.choose_tile_size`).
         overlap: sliding-window overlap fraction.
         scales: test-time scales (logits averaged).
         flip: also average the horizontally flipped prediction.
@@ -87,6 +91,7 @@ class Predictor:
         self.model = model.to(self.device).eval()
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self._fast = prepare_for_inference(self.model, self.device, precision)  # shares the model's weights
         self._classes = class_info_from(classes)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
@@ -122,33 +127,74 @@ class Predictor:
         return self._classes
 
     def _prepare(self, images: Sequence[Image.Image]) -> Tensor:
-        """Same-size RGB images -> normalised ``(N, 3, H, W)`` float32 on the device."""
-        batch = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()) for im in images])  # (N, H, W, 3)
-        x = batch.to(self.device).permute(0, 3, 1, 2).float().div_(255)  # (N, 3, H, W)
-        x = (x - self.mean) / self.std
+        """Same-size RGB images -> normalised ``(N, 3, H, W)`` float32 on the device.
+
+        Normalised in place: one float32 copy of the batch, 12 bytes per pixel, is the only large allocation.
+        """
+        arrays = [np.array(im, dtype=np.uint8) for im in images]  # (H, W, 3) each, writable
+        batch = torch.from_numpy(arrays[0])[None] if len(arrays) == 1 else torch.from_numpy(np.stack(arrays))
+        # (N, H, W, 3) viewed as (N, 3, H, W) is channels_last; .float() keeps that layout.
+        x = batch.to(self.device).permute(0, 3, 1, 2).float()
+        x.div_(255).sub_(self.mean).div_(self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
 
-    def _tile_for(self, height: int, width: int, batch_size: int) -> tuple[int, int] | None:
+    def tile_size_for(self, height: int, width: int, batch_size: int = 1) -> tuple[int, int] | None:
+        """The window ``(h, w)`` used for ``batch_size`` images of ``height x width``; ``None``: whole images."""
         if self.tile_size != "auto":
             return self.tile_size  # type: ignore[return-value]
         if self._memory is None:
             self._memory = estimate_memory(self.model)
         scale = max(self.scales)
         hw = (max(1, round(height * scale)), max(1, round(width * scale)))
-        return choose_tile_size(self._memory, hw, self.memory_budget, batch_size=batch_size)
+        band_row = 4 * len(self.classes.names) * hw[1]  # float32 logits of one image row, blended band by band
+        return choose_tile_size(self._memory, hw, self.memory_budget, batch_size=batch_size, bytes_per_row=band_row)
 
     def logits(self, images: Sequence[Image.Image]) -> Tensor:
         """Logits ``(N, K, H, W)`` float32 for same-size RGB images."""
         x = self._prepare(images)
+        return self._logits(x, self.tile_size_for(x.shape[2], x.shape[3], x.shape[0]))
+
+    def _logits(self, x: Tensor, tile: tuple[int, int] | None) -> Tensor:
         return segment_logits(
-            self.model,
+            self._fast,
             x,
-            tile_size=self._tile_for(x.shape[2], x.shape[3], x.shape[0]),
+            tile_size=tile,
             overlap=self.overlap,
             scales=self.scales,
             flip=self.flip,
             precision=self.precision,
         )
+
+    def _bands(self, x: Tensor) -> Iterator[tuple[int, Tensor]]:
+        """Logits of normalised images in horizontal bands (one band when several scales are averaged)."""
+        tile = self.tile_size_for(x.shape[2], x.shape[3], x.shape[0])
+        if self.scales != (1.0,):
+            yield 0, self._logits(x, tile)
+            return
+        yield from segment_bands(
+            self._fast, x, tile_size=tile, overlap=self.overlap, flip=self.flip, precision=self.precision
+        )
+
+    def _segment(self, x: Tensor, return_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Masks ``(N, H, W)`` and optionally probabilities ``(N, K, H, W)`` of ``x``, filled band by band.
+
+        Single-scale tiled inference never holds the logits of the whole image, only one band of them.
+        """
+        n, _, h, w = x.shape
+        masks: np.ndarray | None = None
+        probs: np.ndarray | None = None
+        with torch.inference_mode():
+            for top, band in self._bands(x):  # (N, K, rows, W)
+                if masks is None:
+                    k = band.shape[1]
+                    masks = np.empty((n, h, w), dtype=np.uint8 if k <= 255 else np.int64)
+                    probs = np.empty((n, k, h, w), dtype=np.float32) if return_probs else None
+                rows = slice(top, top + band.shape[2])
+                masks[:, rows] = band.argmax(1).cpu().numpy()
+                if probs is not None:
+                    probs[:, :, rows] = band.softmax(1).cpu().numpy()
+        assert masks is not None
+        return masks, probs
 
     def predict(self, image: ImageLike, *, return_probs: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Segment one image.
@@ -179,10 +225,7 @@ class Predictor:
         for indices in by_size.values():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
-                logits = self.logits([loaded[i] for i in chunk])  # (n, K, H, W)
-                masks = logits.argmax(1).cpu().numpy()
-                masks = masks.astype(np.uint8) if logits.shape[1] <= 255 else masks
-                probs = logits.softmax(1).cpu().numpy() if return_probs else None
+                masks, probs = self._segment(self._prepare([loaded[i] for i in chunk]), return_probs)
                 for j, i in enumerate(chunk):
                     results[i] = (masks[j], probs[j]) if probs is not None else masks[j]
         return results

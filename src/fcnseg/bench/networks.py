@@ -1,0 +1,96 @@
+"""What the benchmark runs on: seeded networks, image-like inputs, and the inference paths it compares.
+
+Paths:
+- ``baseline``: :class:`~fcnseg.bench.baseline.BaselineFCN8s` (FCN-8s VGG16, authors' layout) in fp32, eager,
+  NCHW, under ``torch.no_grad``, as common reimplementations run it.
+- ``eager``: the fcnseg model itself, the same way (fp32, NCHW, ``no_grad``); the fp32 reference of a network
+  that has no baseline (another backbone or layout).
+- ``fast``: what :class:`~fcnseg.inference.Predictor` does: the model prepared by
+  :func:`fcnseg.inference.optimize.prepare_for_inference`, channels_last input on CPU and
+  :func:`fcnseg.inference.engine.segment_logits` at the given precision.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fcnseg.inference.engine import segment_logits
+from fcnseg.inference.optimize import prepare_for_inference
+from fcnseg.models import FCN, create_model
+
+__all__ = ["PATHS", "build_network", "inference_path", "network_label", "smooth_images"]
+
+PATHS = ("baseline", "eager", "fast")
+
+
+def build_network(name: str, layout: str | None, *, num_classes: int, seed: int = 0) -> FCN:
+    """A seeded random FCN in eval mode, its zero-initialised score layers given random weights too.
+
+    FCN's score layers start at zero (as the reference), which would make every logit 0 and every argmax agree;
+    small random weights give logits that depend on the input, so precision changes show up in the agreement.
+    ``layout`` applies to VGG backbones only (``None`` elsewhere).
+    """
+    torch.manual_seed(seed)
+    options = {"layout": layout} if layout else {}
+    model = create_model(name, num_classes=num_classes, **options)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                nn.init.normal_(p, std=0.01)
+    return model.eval()
+
+
+def network_label(name: str, layout: str | None) -> str:
+    """``fcn8s_vgg16/caffe``-style name of a network and its layout."""
+    return f"{name}/{layout}" if layout else name
+
+
+def smooth_images(n: int, height: int, width: int, *, seed: int = 0) -> Tensor:
+    """``(n, 3, height, width)`` float32 images with smooth structure, roughly normalised (zero mean, unit std)."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(n, 3, max(2, height // 24), max(2, width // 24), generator=gen)
+    fine = 0.1 * torch.randn(n, 3, height, width, generator=gen)
+    return F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False) + fine
+
+
+def inference_path(
+    path: str, model: nn.Module, *, precision: str = "fp32", device: torch.device | str = "cpu"
+) -> tuple[Callable[[Tensor], Tensor], nn.Module]:
+    """How ``path`` runs ``model``: a function ``(N, 3, H, W) normalised images -> (N, K, H, W) logits``.
+
+    Args:
+        path: ``baseline`` or ``eager`` (``model`` as it is, fp32 NCHW, ``no_grad``) or ``fast`` (a copy of
+            ``model`` prepared as the Predictor prepares it, run by the inference engine at ``precision``).
+        model: the network (for ``baseline``, a :class:`~fcnseg.bench.baseline.BaselineFCN8s`).
+        precision: for ``fast``: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
+        device: where to run.
+
+    Returns:
+        The function and the module it runs.
+    """
+    device = torch.device(device)
+    if path in ("baseline", "eager"):
+        plain = model.to(device).eval()
+
+        def run_plain(x: Tensor) -> Tensor:
+            with torch.no_grad():
+                return plain(x.to(device))
+
+        return run_plain, plain
+    if path != "fast":
+        raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
+    fast = prepare_for_inference(copy.deepcopy(model), device, precision)
+    channels_last = device.type == "cpu"
+
+    def run_fast(x: Tensor) -> Tensor:
+        x = x.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return segment_logits(fast, x, precision=precision)
+
+    return run_fast, fast

@@ -1,0 +1,233 @@
+"""``run_benchmark(settings)``: every measurement of ``fcnseg bench`` in one process, as rows of plain dicts.
+
+Inference rows: for each network (model and layout), input size, path, precision and batch size: latency
+(median and spread), the ratio to the baseline's time per image at the same size and batch, the network's FLOPs
+(counted once on its fp32 reference), achieved FLOP/s and its fraction of this machine's measured matrix-multiply
+peak in the same precision, peak activation memory, and the agreement of the first image's logits with the fp32
+reference (the baseline for FCN-8s VGG16 in the caffe layout, else the network's own fp32 eager output).
+
+Training rows: images per second of a full SGD step (see :mod:`fcnseg.bench.training`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fcnseg.bench.baseline import baseline_from_fcnseg
+from fcnseg.bench.measure import agreement, matmul_peak, peak_bytes, run_counted, time_call
+from fcnseg.bench.networks import build_network, inference_path, network_label, smooth_images
+from fcnseg.bench.training import baseline_step, fast_step, random_batch
+from fcnseg.inference.engine import autocast_dtype
+from fcnseg.inference.optimize import packed_bytes
+
+__all__ = ["BenchSettings", "inference_rows", "machine_info", "run_benchmark", "training_rows"]
+
+logger = logging.getLogger(__name__)
+
+BASELINE_NETWORK = ("fcn8s_vgg16", "caffe")
+
+
+@dataclass
+class BenchSettings:
+    """What ``fcnseg bench`` measures; the defaults are the issue's configuration (about 10 minutes on 2 cores)."""
+
+    models: tuple[str, ...] = ("fcn8s_vgg16",)
+    layouts: tuple[str, ...] = ("caffe", "default")  # VGG backbones only; other backbones have one layout
+    sizes: tuple[tuple[int, int], ...] = ((500, 500),)
+    precisions: tuple[str, ...] = ("fp32", "bf16")
+    batches: tuple[int, ...] = (1, 2)
+    paths: tuple[str, ...] = ("baseline", "fast")  # add "eager" for fcnseg's own fp32 eager rows
+    warmup: int = 1
+    reps: int = 3
+    train_size: tuple[int, int] | None = (360, 480)
+    train_batch: int = 8
+    train_reps: int = 1
+    train_precision: str = "auto"
+    matmul_size: int = 4096
+    num_classes: int = 21
+    device: str = "cpu"
+    seed: int = 0
+
+
+def machine_info(settings: BenchSettings) -> dict[str, Any]:
+    """The machine, the library versions and the measured matrix-multiply peak (GFLOP/s) per precision."""
+    device = torch.device(settings.device)
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    peaks = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        peaks[name] = matmul_peak(dtype, size=settings.matmul_size, device=device) / 1e9
+        logger.info("matmul peak %s: %.1f GFLOP/s", name, peaks[name])
+    return {
+        "cpu": caps.get("cpu_name") or platform.processor(),
+        "cores": caps.get("num_physical_cores"),
+        "threads": torch.get_num_threads(),
+        "amx_bf16": caps.get("amx_bf16"),
+        "avx512_bf16": caps.get("avx512_bf16"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "matmul_gflops": peaks,
+        "matmul_size": settings.matmul_size,
+        "load_average_start": os.getloadavg()[0],  # other work on the machine makes every figure slower
+    }
+
+
+def _networks(settings: BenchSettings) -> list[tuple[str, str | None]]:
+    return [(name, layout) for name in settings.models for layout in (settings.layouts if "_vgg" in name else (None,))]
+
+
+def _measure(run: Callable[[Tensor], Tensor], x: Tensor, settings: BenchSettings) -> tuple[Tensor, dict[str, Any]]:
+    """Time ``run(x)``: the first call alone, a call that counts peak memory, ``warmup - 1`` more, then ``reps``.
+
+    Returns:
+        The last output and the figures: ``first_s``, ``peak_bytes`` and the timing (``median_s``, ...).
+    """
+    last: list[Tensor] = []
+
+    def call() -> None:
+        last[:] = [run(x)]  # keep only the latest output alive
+
+    first = time_call(call, reps=1, warmup=0, device=settings.device)  # one-time work: packing, primitive creation
+    memory = peak_bytes(call)
+    timing = time_call(call, reps=settings.reps, warmup=settings.warmup - 1, device=settings.device)
+    return last[0], {"first_s": first.median, "peak_bytes": memory, **timing.to_dict()}
+
+
+def _computes_in(precision: str, device: torch.device | str) -> str:
+    """The precision the convolutions run in: ``auto`` resolved for the device."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype(precision, device)]
+
+
+def _row(settings: BenchSettings, peaks: dict[str, float], **fields: Any) -> dict[str, Any]:
+    """An inference row: ``fields`` and what follows from them (time per image, FLOP/s, fraction of peak)."""
+    batch, timing = fields["batch"], fields["latency"]
+    effective = _computes_in(fields["precision"], settings.device)
+    gflops = fields["gflops_per_image"] * batch
+    achieved = gflops / timing["median_s"]
+    return fields | {
+        "ms_per_image": 1000 * timing["median_s"] / batch,
+        "computes_in": effective,
+        "gflops": gflops,
+        "achieved_gflops_per_s": achieved,
+        "peak_fraction": achieved / peaks[effective] if effective in peaks else None,
+        "peak_bytes": timing["peak_bytes"],
+    }
+
+
+def _runs(settings: BenchSettings, paths: tuple[str, ...], is_baseline: bool) -> list[tuple[str, str]]:
+    """``(path, precision)`` pairs to measure on one network: baseline and eager in fp32, fast in each precision."""
+    return [
+        (path, precision)
+        for path in paths
+        if path != "baseline" or is_baseline
+        for precision in (settings.precisions if path == "fast" else ("fp32",))
+    ]
+
+
+def _network_rows(
+    settings: BenchSettings, peaks: dict[str, float], network: tuple[str, str | None], paths: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Rows of one network at every size, for each of ``paths``, precision and batch size."""
+    name, layout = network
+    model = build_network(name, layout, num_classes=settings.num_classes, seed=settings.seed)
+    is_baseline = network == BASELINE_NETWORK
+    reference_model = baseline_from_fcnseg(model) if is_baseline else model
+    rows = []
+    for h, w in settings.sizes:
+        images = smooth_images(max(settings.batches), h, w, seed=settings.seed)
+        eager, _ = inference_path("eager", reference_model, device=settings.device)
+        reference, flops, _ = run_counted(lambda run=eager, x=images[:1]: run(x))  # (1, K, H, W) fp32
+        for path, precision in _runs(settings, paths, is_baseline):
+            target = reference_model if path == "baseline" else model
+            run, module = inference_path(path, target, precision=precision, device=settings.device)
+            for batch in settings.batches:
+                logger.info("%s %s %s b%d %dx%d", network_label(name, layout), path, precision, batch, h, w)
+                out, timing = _measure(run, images[:batch], settings)
+                same, diff = agreement(out[:1], reference)
+                fields = {"network": network_label(name, layout), "model": name, "layout": layout, "path": path}
+                fields |= {"precision": precision, "batch": batch, "height": h, "width": w, "latency": timing}
+                fields |= {"gflops_per_image": flops / 1e9, "argmax_agreement": same, "max_logit_diff": diff}
+                rows.append(_row(settings, peaks, **fields, prepared_bytes=packed_bytes(module)))
+            del run, module
+    return rows
+
+
+def inference_rows(settings: BenchSettings, peaks: dict[str, float]) -> list[dict[str, Any]]:
+    """Latency, FLOPs, memory and agreement rows for every network, size, path, precision and batch.
+
+    The baseline network comes first, so that every row can be compared with the baseline at its size and batch.
+    """
+    networks = _networks(settings)
+    if "baseline" in settings.paths and BASELINE_NETWORK not in networks:
+        networks.insert(0, BASELINE_NETWORK)
+    networks.sort(key=lambda n: n != BASELINE_NETWORK)
+    rows: list[dict[str, Any]] = []
+    for network in networks:
+        requested = network in _networks(settings)
+        rows += _network_rows(settings, peaks, network, settings.paths if requested else ("baseline",))
+    baseline_ms = {(r["height"], r["width"], r["batch"]): r["ms_per_image"] for r in rows if r["path"] == "baseline"}
+    for r in rows:
+        base = baseline_ms.get((r["height"], r["width"], r["batch"]))
+        r["ratio_vs_baseline"] = base / r["ms_per_image"] if base else None
+    return rows
+
+
+def training_rows(settings: BenchSettings) -> list[dict[str, Any]]:
+    """Images per second of one SGD step: the baseline and fcnseg's trainer on every network."""
+    if settings.train_size is None:
+        return []
+    h, w = settings.train_size
+    images, masks = random_batch(settings.train_batch, h, w, settings.num_classes, seed=settings.seed)
+    device = torch.device(settings.device)
+    images, masks = images.to(device), masks.to(device)
+    jobs: list[tuple[str, str | None, str]] = []
+    if "baseline" in settings.paths:
+        jobs.append((*BASELINE_NETWORK, "baseline"))
+    jobs += [(name, layout, "fast") for name, layout in _networks(settings)]
+    rows, baseline_rate = [], None
+    for name, layout, path in jobs:
+        model = build_network(name, layout, num_classes=settings.num_classes, seed=settings.seed)
+        if path == "baseline":
+            step = baseline_step(baseline_from_fcnseg(model).to(device), images, masks)
+        else:
+            step = fast_step(model, images, masks, precision=settings.train_precision, device=device)
+        del model
+        logger.info("training step %s %s b%d %dx%d", network_label(name, layout), path, settings.train_batch, h, w)
+        memory = peak_bytes(step)  # the first (warm-up) step
+        timing = time_call(step, reps=settings.train_reps, warmup=max(settings.warmup - 1, 0), device=device)
+        rate = settings.train_batch / timing.median
+        baseline_rate = rate if path == "baseline" else baseline_rate
+        rows.append(
+            {
+                "network": network_label(name, layout),
+                "path": path,
+                "precision": "fp32" if path == "baseline" else _computes_in(settings.train_precision, device),
+                "batch": settings.train_batch,
+                "height": h,
+                "width": w,
+                "step": timing.to_dict(),
+                "images_per_s": rate,
+                "ratio_vs_baseline": rate / baseline_rate if baseline_rate else None,
+                "peak_bytes": memory,
+            }
+        )
+        del step
+    return rows
+
+
+def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
+    """Machine information, inference rows and training rows, with the settings they were measured with."""
+    machine = machine_info(settings)
+    result = {"settings": asdict(settings), "machine": machine}
+    result["inference"] = inference_rows(settings, machine["matmul_gflops"])
+    result["training"] = training_rows(settings)
+    machine["load_average_end"] = os.getloadavg()[0]
+    return result

@@ -1,0 +1,157 @@
+"""The speed benchmark: the baseline computes fcnseg's caffe-layout FCN-8s exactly, FLOPs scale, the CLI reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fcnseg.bench.baseline import REFERENCE_CROPS, BaselineFCN8s, baseline_from_fcnseg
+from fcnseg.bench.measure import Timing, agreement, run_counted, time_call
+from fcnseg.bench.networks import build_network, inference_path
+from fcnseg.cli.main import main
+from fcnseg.inference.engine import segment_logits
+from fcnseg.inference.optimize import PackedConv2d, packed_bytes, prepare_for_inference
+from fcnseg.models import create_model
+
+
+@pytest.fixture(scope="module")
+def caffe_fcn8s() -> torch.nn.Module:
+    return build_network("fcn8s_vgg16", "caffe", num_classes=5, seed=0)
+
+
+def test_baseline_matches_fcnseg_caffe_layout(caffe_fcn8s: torch.nn.Module) -> None:
+    baseline = baseline_from_fcnseg(caffe_fcn8s)
+    assert isinstance(baseline, BaselineFCN8s) and caffe_fcn8s.head.crops == list(REFERENCE_CROPS)
+    x = torch.randn(1, 3, 37, 53)  # odd sizes: the crops depend on them
+    with torch.no_grad():
+        expected, got = caffe_fcn8s(x), baseline(x)
+    assert got.shape == (1, 5, 37, 53)
+    assert expected.abs().max() > 0  # the score layers were given weights: the comparison is not 0 == 0
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    assert not baseline.upscore8.weight.requires_grad and baseline.fc6.weight.requires_grad
+
+
+def test_baseline_refuses_other_networks() -> None:
+    with pytest.raises(ValueError, match="caffe layout"):
+        baseline_from_fcnseg(create_model("fcn8s_vgg16", num_classes=3, layout="default"))
+    with pytest.raises(ValueError, match="at-once"):
+        baseline_from_fcnseg(create_model("fcn8s_vgg16", num_classes=3, layout="caffe", at_once=True))
+
+
+def test_fast_path_agrees_with_fp32(caffe_fcn8s: torch.nn.Module) -> None:
+    x = torch.randn(2, 3, 40, 56)
+    reference = inference_path("eager", caffe_fcn8s)[0](x)
+    fast32 = inference_path("fast", caffe_fcn8s, precision="fp32")[0](x)
+    same, diff = agreement(fast32, reference)
+    assert same == 1.0 and diff < 1e-4 * reference.abs().max().item()
+    same, _ = agreement(inference_path("fast", caffe_fcn8s, precision="bf16")[0](x), reference)
+    assert same >= 0.98
+
+
+@pytest.mark.parametrize("name", ["fcn8s_squeezenet1_1", "fcn8s_mobilenet_v2", "fcn8s_resnet18"])
+def test_prepared_model_computes_the_same_logits(name: str) -> None:
+    model = build_network(name, None, num_classes=4)
+    for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # statistics worth folding
+        norm.running_mean.normal_(0, 0.1)
+        norm.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 45, 61)
+    with torch.no_grad():
+        expected = model(x)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = prepare_for_inference(model, "cpu", "fp32")
+    got = segment_logits(fast, x.contiguous(memory_format=torch.channels_last), precision="fp32")
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    assert any(isinstance(m, PackedConv2d) for m in fast.modules()) and packed_bytes(fast) > 0
+    assert not any(isinstance(m, PackedConv2d) for m in model.modules())  # the original keeps its layers
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    if name == "fcn8s_mobilenet_v2":  # Conv2d, BatchNorm2d, ReLU6 in one Sequential: folded and fused
+        assert any(m.norm is not None and m.attr == "hardtanh" for m in fast.modules() if isinstance(m, PackedConv2d))
+
+
+def test_prepared_model_follows_weight_updates() -> None:
+    model = build_network("fcn8s_squeezenet1_1", None, num_classes=3)
+    fast = prepare_for_inference(model, "cpu", "fp32")
+    x = torch.randn(1, 3, 48, 48).contiguous(memory_format=torch.channels_last)
+    segment_logits(fast, x, precision="fp32")  # packs
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)  # in place: the packed copies are now stale
+        expected = model(x)
+    torch.testing.assert_close(segment_logits(fast, x, precision="fp32"), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_flops_are_positive_and_scale_with_area() -> None:
+    model = build_network("fcn8s_squeezenet1_1", None, num_classes=4)
+    run, _ = inference_path("eager", model)
+    _, small, small_bytes = run_counted(lambda: run(torch.zeros(1, 3, 64, 64)))
+    _, large, large_bytes = run_counted(lambda: run(torch.zeros(1, 3, 128, 128)))
+    assert small > 0 and small_bytes > 0
+    assert 3.5 < large / small < 4.5  # four times the pixels, about four times the work
+    assert large_bytes > 2 * small_bytes
+
+
+def test_timing_statistics() -> None:
+    timing = Timing((3.0, 1.0, 2.0, 10.0))
+    assert timing.median == 2.5 and timing.min == 1.0 and timing.max == 10.0
+    assert timing.iqr == (1.75, 4.75)
+    calls = []
+    measured = time_call(lambda: calls.append(1), reps=3, warmup=2)
+    assert len(calls) == 5 and len(measured.seconds) == 3
+
+
+def test_agreement() -> None:
+    a = torch.zeros(1, 3, 2, 2)
+    a[0, 1] = 1.0
+    b = a.clone()
+    b[0, 2, 0, 0] = 2.0  # one pixel of four changes class
+    assert agreement(a, b) == (0.75, 2.0)
+
+
+def test_bench_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    args = ["bench", "--quick", "--models", "fcn8s_squeezenet1_1", "--sizes", "64x96", "--batches", "1", "2"]
+    args += ["--paths", "eager", "fast", "--reps", "1", "--train-size", "64x64", "--train-batch", "2"]
+    assert main([*args, "--matmul-size", "256", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result) == {"settings", "machine", "inference", "training"}
+    assert set(result["machine"]["matmul_gflops"]) == {"fp32", "bf16"}
+    rows = result["inference"]
+    assert [(r["path"], r["precision"], r["batch"]) for r in rows] == [
+        ("eager", "fp32", 1),
+        ("eager", "fp32", 2),
+        ("fast", "fp32", 1),
+        ("fast", "fp32", 2),
+        ("fast", "bf16", 1),
+        ("fast", "bf16", 2),
+    ]
+    for row in rows:
+        assert row["latency"]["median_s"] > 0 and row["gflops"] > 0 and row["peak_bytes"] > 0
+        assert 0.98 <= row["argmax_agreement"] <= 1.0 and row["ratio_vs_baseline"] is None
+    assert rows[0]["argmax_agreement"] == 1.0 and rows[0]["max_logit_diff"] == 0.0
+    (train,) = result["training"]
+    assert train["path"] == "fast" and train["images_per_s"] > 0 and train["batch"] == 2
+    assert "fcn8s_squeezenet1_1" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_cli_against_the_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["bench", "--quick", "--sizes", "64x64", "--layouts", "default", "--precisions", "bf16"]
+    assert main([*args, "--no-train", "--matmul-size", "256", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["inference"]
+    assert [(r["network"], r["path"]) for r in rows] == [
+        ("fcn8s_vgg16/caffe", "baseline"),
+        ("fcn8s_vgg16/default", "fast"),
+    ]
+    assert rows[0]["ratio_vs_baseline"] == 1.0 and rows[1]["ratio_vs_baseline"] > 0
+
+
+def test_bench_cli_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--models", "fcn8s_nonet"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert main(["bench", "--checkpoint", "missing.pt"]) == 2
+    assert "--data-root" in capsys.readouterr().err

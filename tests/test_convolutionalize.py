@@ -78,7 +78,7 @@ def test_each_score_is_the_classifier_on_its_window_for_an_unpadded_vgg16() -> N
         if isinstance(m, nn.Conv2d):
             m.padding = (0, 0)
     fcn = convolutionalize(classifier, input_size=(404, 404)).eval()
-    assert fcn.classifier[0].kernel_size == (7, 7)
+    assert fcn.get_submodule("classifier.0").kernel_size == (7, 7)
     x = torch.randn(1, 3, 436, 468)
     with torch.no_grad():
         scores = fcn(x)

@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 
 from fcnseg.bench.networks import PATHS
 from fcnseg.bench.realdata import checkpoint_agreement
-from fcnseg.bench.suite import BenchSettings, run_benchmark
+from fcnseg.bench.suite import BenchSettings, inference_rows, machine_info, training_rows
 from fcnseg.cli.main import UserError
 from fcnseg.data import DATASETS
 from fcnseg.models import list_models
@@ -167,6 +168,20 @@ def format_training(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _machine_line(m: dict[str, Any]) -> str:
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in m["matmul_gflops"].items())
+    return f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}; matmul peak GFLOP/s: {peaks}"
+
+
+def _checkpoint_line(c: dict[str, Any]) -> str:
+    return (
+        f"{c['model']} on {c['images']} {c['dataset']} {c['split']} images: fast path ({c['precision']}) vs fp32 "
+        f"argmax agreement {100 * c['argmax_agreement']:.3f}% (worst image {100 * c['min_image_agreement']:.3f}%), "
+        f"max |logit difference| {c['max_logit_diff']:.3g}; {1000 * c['eager_s_per_image']:.0f} -> "
+        f"{1000 * c['fast_s_per_image']:.0f} ms per image"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if (args.checkpoint is None) != (args.data_root is None):
         raise UserError("--checkpoint and --data-root go together (real-image agreement needs both)")
@@ -178,35 +193,31 @@ def run(args: argparse.Namespace) -> int:
     load = os.getloadavg()[0]
     if load > 0.5:
         logger.warning("the machine is busy (load average %.1f): the figures will be slower than it can do", load)
-    result = run_benchmark(settings)
-    if args.checkpoint is not None:
-        result["checkpoint"] = checkpoint_agreement(
-            args.checkpoint,
-            args.data_root,
-            dataset=args.dataset,
-            split=args.split,
-            limit=_pick(args, "limit", None),
-            device=settings.device,
-        )
-    m = result["machine"]
-    peaks = ", ".join(f"{k} {v:.0f}" for k, v in m["matmul_gflops"].items())
-    print(
-        f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}; matmul peak GFLOP/s: {peaks}; "
-        f"1-minute load average {m['load_average_start']:.1f} at the start, {m['load_average_end']:.1f} at the end"
-    )
-    print(format_inference(result["inference"]))
+
+    result: dict[str, Any] = {"settings": asdict(settings), "machine": machine_info(settings)}
+
+    def save() -> None:  # after every stage, so that an interrupted run keeps what it measured
+        result["machine"]["load_average_end"] = os.getloadavg()[0]
+        if args.json is not None:
+            write_text(args.json, json.dumps(result, indent=2) + "\n")
+
+    print(_machine_line(result["machine"]), flush=True)
+    result["inference"] = inference_rows(settings, result["machine"]["matmul_gflops"])
+    save()
+    print(format_inference(result["inference"]), flush=True)
+    result["training"] = training_rows(settings)
+    save()
     if result["training"]:
-        print()
-        print(format_training(result["training"]))
-    if "checkpoint" in result:
-        c = result["checkpoint"]
-        print(
-            f"\n{c['model']} on {c['images']} {c['dataset']} {c['split']} images: fast path ({c['precision']}) vs fp32 "
-            f"argmax agreement {100 * c['argmax_agreement']:.3f}% (worst image {100 * c['min_image_agreement']:.3f}%), "
-            f"max |logit difference| {c['max_logit_diff']:.3g}; {1000 * c['eager_s_per_image']:.0f} -> "
-            f"{1000 * c['fast_s_per_image']:.0f} ms per image"
+        print("\n" + format_training(result["training"]), flush=True)
+    if args.checkpoint is not None:
+        limit = _pick(args, "limit", None)
+        result["checkpoint"] = checkpoint_agreement(
+            args.checkpoint, args.data_root, dataset=args.dataset, split=args.split, limit=limit, device=settings.device
         )
+        save()
+        print("\n" + _checkpoint_line(result["checkpoint"]))
+    m = result["machine"]  # other work on the machine slows every figure down
+    print(f"\nload average {m['load_average_start']:.1f} at the start, {m['load_average_end']:.1f} at the end")
     if args.json is not None:
-        write_text(args.json, json.dumps(result, indent=2) + "\n")
         logger.info("wrote %s", args.json)
     return 0

@@ -16,6 +16,7 @@ from .head import FCNHead
 from .weights import load_classifier_weights, read_state_dict, resolve_weights
 
 HEADS = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}  # name -> finest stride fused
+HEAD_OPTIONS = ("at_once", "learnable_upsampling")  # options of FCNHead, accepted by every model
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -54,11 +55,11 @@ def create_model(
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     spec = BACKBONES[arch]
-    head_options = {k: options.pop(k) for k in ("learnable_upsampling", "at_once") if k in options}
+    head_options = {k: options.pop(k) for k in HEAD_OPTIONS if k in options}
     unknown = set(options) - set(spec.options)
     if unknown:
         raise ValueError(
-            f"unknown option(s) {sorted(unknown)} for {name}; it accepts {sorted(spec.options) + sorted(head_options)}"
+            f"unknown option(s) {sorted(unknown)} for {name}; it accepts {sorted(spec.options) + list(HEAD_OPTIONS)}"
         )
 
     classifier = torchvision.models.get_model(arch, weights=None)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from fcnseg.inference.memory import _LiveBytes  # the same counter as measure_peak_bytes, around any callable
+from fcnseg.inference.memory import LiveBytes
 
 __all__ = ["Timing", "agreement", "matmul_peak", "peak_bytes", "run_counted", "time_call"]
 
@@ -96,7 +96,7 @@ def run_counted(fn: Callable[[], Any]) -> tuple[Any, int, int]:
         the tensors they created that were alive at once (the result included).
     """
     counter = FlopCounterMode(display=False)
-    live = _LiveBytes()
+    live = LiveBytes()
     with counter, live:
         result = fn()
     return result, counter.get_total_flops(), live.peak
@@ -104,7 +104,7 @@ def run_counted(fn: Callable[[], Any]) -> tuple[Any, int, int]:
 
 def peak_bytes(fn: Callable[[], Any]) -> int:
     """Peak bytes of the tensors that ``fn()`` creates, alive at once (see :func:`run_counted`)."""
-    live = _LiveBytes()
+    live = LiveBytes()
     with live:
         fn()
     return live.peak

@@ -2,8 +2,8 @@
 
 - ``baseline``: :class:`~fcnseg.bench.baseline.BaselineFCN8s`, fp32, NCHW, ``torch.optim.SGD`` over the
   parameters that learn, :func:`fcnseg.training.loss.segmentation_loss`.
-- ``fast``: :meth:`fcnseg.training.loop.Trainer.train_step` itself (autocast at the trainer's precision,
-  channels_last on CPU, the paper's SGD parameter groups), on a trainer that holds only what a step needs.
+- ``fast``: :class:`fcnseg.training.step.SGDStep`, the step ``fcnseg train`` runs (autocast at the trainer's
+  precision, channels_last on CPU, the paper's SGD parameter groups).
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from fcnseg.inference.engine import autocast_dtype
 from fcnseg.training.config import TrainConfig
-from fcnseg.training.loop import Trainer
 from fcnseg.training.loss import segmentation_loss
-from fcnseg.training.optim import make_optimizer
+from fcnseg.training.step import SGDStep
 
 __all__ = ["baseline_step", "fast_step", "random_batch"]
 
@@ -53,28 +51,12 @@ def baseline_step(model: nn.Module, images: Tensor, masks: Tensor) -> Callable[[
 def fast_step(
     model: nn.Module, images: Tensor, masks: Tensor, *, precision: str = "auto", device: torch.device | str = "cpu"
 ) -> Callable[[], float]:
-    """One :meth:`Trainer.train_step` of ``model`` on the batch per call, as ``fcnseg train`` runs it.
-
-    The trainer is set up the way :class:`Trainer` sets itself up (model on the device, channels_last on CPU,
-    ``make_optimizer``, the gradient scaler, the autocast dtype), without a dataset or a run folder.
-    """
+    """One :class:`SGDStep` of ``model`` on the batch per call, exactly as ``fcnseg train`` runs it."""
     device = torch.device(device)
-    config = TrainConfig(precision=precision, device=device.type, lr=_LR, iters=10**6)
-    trainer = object.__new__(Trainer)  # only the state that train_step reads; __init__ would load a dataset
-    trainer.config = config
-    trainer.device = device
-    trainer.amp = autocast_dtype(precision, device)
-    trainer.model = model.to(device).train()
-    if device.type == "cpu":
-        trainer.model.to(memory_format=torch.channels_last)
-    trainer.optimizer = make_optimizer(
-        trainer.model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    trainer.scaler = torch.amp.GradScaler("cuda", enabled=trainer.amp is torch.float16)
-    trainer.class_weights = None
-    trainer.step, trainer.total = 0, config.iters
+    sgd = SGDStep(model.train(), TrainConfig(precision=precision, device=device.type, lr=_LR, iters=10**6), device)
+    total = sgd.config.iters
 
     def step() -> float:
-        return trainer.train_step(images, masks)
+        return sgd(images, masks, 0, total)
 
     return step

@@ -29,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(f"fcnseg.cli.{module_name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"fcnseg.cli.{module_name}":
-                raise
-            continue  # subcommand not built yet
-        module.add_parser(sub, name)
+        importlib.import_module(f"fcnseg.cli.{module_name}").add_parser(sub, name)
     return parser
 
 

@@ -58,20 +58,31 @@ def _color(rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
 
 
 def make_scene(rng: np.random.Generator, size: tuple[int, int] = (128, 160)) -> tuple[np.ndarray, np.ndarray]:
-    """One scene: image ``(H, W, 3)`` uint8 and mask ``(H, W)`` uint8 (classes 0-4, void 255)."""
+    """One scene: image ``(H, W, 3)`` uint8 and mask ``(H, W)`` uint8 (classes 0-4, void 255).
+
+    Objects lie wholly inside the image and do not touch each other, so that every object shows its whole form and
+    its class can be read from the image (a square cut by the border or hidden behind a circle could be anything).
+    """
     h, w = size
     image = _background(rng, h, w)
     labels = np.full((h, w), BACKGROUND, dtype=np.uint8)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     scale = min(h, w)
+    placed: list[tuple[float, float, float]] = []  # (cy, cx, r) of the objects so far
     for _ in range(rng.integers(2, 6)):
         kind = int(rng.choice([CIRCLE, SQUARE, TRIANGLE, FRAMED]))
-        r = rng.uniform(0.08, 0.2) * scale * (1.6 if kind == FRAMED else 1)
-        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        r = rng.uniform(0.1, 0.2) * scale * (1.4 if kind == FRAMED else 1)
+        for _attempt in range(20):
+            cy, cx = rng.uniform(r + 2, h - r - 2), rng.uniform(r + 2, w - r - 2)
+            if all(np.hypot(cy - y, cx - x) > r + q + 3 for y, x, q in placed):
+                break
+        else:
+            continue  # no room left for this object
+        placed.append((cy, cx, r))
         angle = rng.uniform(0, 2 * np.pi)
         shape = CIRCLE if kind == FRAMED else kind
         mask = _shape_mask(shape, yy, xx, cy, cx, r, angle)
-        color = _color(rng, image[mask].mean(0) if mask.any() else image.mean((0, 1)))
+        color = _color(rng, image[mask].mean(0))
         image[mask], labels[mask] = color, shape
         if kind == FRAMED:  # a square inside the circle, in another colour
             inner = _shape_mask(SQUARE, yy, xx, cy, cx, r * rng.uniform(0.55, 0.8), rng.uniform(0, 2 * np.pi))
@@ -91,7 +102,7 @@ def write_shapes_dataset(
     Reuses what is there when the same parameters were used before (``classes.txt`` is written last).
     """
     root = Path(root)
-    stamp = f"# shapes dataset: train={num_train} val={num_val} size={size[0]}x{size[1]} seed={seed}\n"
+    stamp = f"# shapes dataset v2: train={num_train} val={num_val} size={size[0]}x{size[1]} seed={seed}\n"
     class_file = root / "classes.txt"
     if class_file.exists() and class_file.read_text().startswith(stamp):
         return root

@@ -19,10 +19,13 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from fcnseg.inference.visualize import colorize
+from fcnseg.inference.visualize import VOID, colorize
 from fcnseg.utils.io import atomic_path
 
 __all__ = ["default_palette", "plot_confusion", "plot_curves", "plot_samples"]
+
+# Void pixels of a ground truth are drawn in VOC's colour for them, apart from the black that many datasets give a class.
+VOID_COLOR = (224, 224, 192)
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -145,7 +148,7 @@ def plot_samples(
 
     Args:
         images_uint8: ``S`` images, ``(H, W, 3)`` or ``(3, H, W)`` uint8.
-        gts: ``S`` ground-truth masks ``(H, W)``; void (255) is drawn black.
+        gts: ``S`` ground-truth masks ``(H, W)``; void (255) is drawn in :data:`VOID_COLOR`.
         preds: ``S`` predicted masks ``(H, W)``.
         colors: ``(K, 3)`` uint8 palette.
         path: output image (``.png``).
@@ -170,7 +173,9 @@ def plot_samples(
     for r, (image, gt, pred) in enumerate(zip(images_uint8, gts, preds, strict=True)):
         gt, pred = _numpy(gt), _numpy(pred)
         present.update(int(c) for c in np.unique(np.concatenate([gt.ravel(), pred.ravel()])) if 0 <= c < len(palette))
-        panels = (_hwc_uint8(image), colorize(gt, palette), colorize(pred, palette))
+        truth = colorize(gt, palette)
+        truth[gt == VOID] = VOID_COLOR
+        panels = (_hwc_uint8(image), truth, colorize(pred, palette))
         for c, (panel, label) in enumerate(zip(panels, ("image", "ground truth", "prediction"), strict=True)):
             ax = axes[r, c]
             ax.imshow(panel, interpolation="nearest")
@@ -180,7 +185,7 @@ def plot_samples(
                 ax.set_title(label)
     if names is not None:
         handles = [Patch(facecolor=palette[i] / 255.0, edgecolor="gray", label=str(names[i])) for i in sorted(present)]
-        handles.append(Patch(facecolor="black", edgecolor="gray", label="void"))
+        handles.append(Patch(facecolor=np.divide(VOID_COLOR, 255.0), edgecolor="gray", label="void"))
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     return _save(fig, path)
 

@@ -32,6 +32,7 @@ __all__ = [
     "PRECISIONS",
     "autocast_dtype",
     "choose_tile_size",
+    "cpu_has_native_bf16",
     "segment_bands",
     "segment_logits",
     "tile_starts",
@@ -47,7 +48,7 @@ _TILE_MULTIPLE = 32
 _MIN_TILE = 64
 
 
-def _cpu_has_native_bf16() -> bool:
+def cpu_has_native_bf16() -> bool:
     """Whether this CPU runs bf16 matrix maths natively (AMX or AVX512-BF16)."""
     caps = getattr(torch.cpu, "get_capabilities", None)
     if callable(caps):
@@ -69,7 +70,7 @@ def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | 
     device = torch.device(device)
     if precision != "auto":
         return _DTYPES[precision]
-    if device.type == "cpu" and _cpu_has_native_bf16():
+    if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["SAFETY_FACTOR", "MemoryModel", "estimate_memory", "measure_peak_bytes"]
+__all__ = ["SAFETY_FACTOR", "LiveBytes", "MemoryModel", "estimate_memory", "measure_peak_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class MemoryModel:
         return self.bytes_per_pixel * (height + self.pad) * (width + self.pad)
 
 
-class _LiveBytes(TorchDispatchMode):
+class LiveBytes(TorchDispatchMode):
     """Track the bytes held by tensors created inside the mode, and their peak."""
 
     def __init__(self) -> None:
@@ -77,7 +77,7 @@ def measure_peak_bytes(model: nn.Module, height: int, width: int, *, batch_size:
     """Peak bytes of activations alive at once while ``model`` runs on a zero ``(N, 3, height, width)`` input."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = torch.zeros(batch_size, 3, height, width, device=device)
-    probe = _LiveBytes()
+    probe = LiveBytes()
     with torch.inference_mode(), probe:
         out = model(x)
     del out

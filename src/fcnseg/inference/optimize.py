@@ -27,7 +27,7 @@ import logging
 import torch
 from torch import Tensor, nn
 
-from fcnseg.inference.engine import _cpu_has_native_bf16, autocast_dtype
+from fcnseg.inference.engine import autocast_dtype, cpu_has_native_bf16
 from fcnseg.models import FCN
 
 __all__ = ["Float32Head", "PackedConv2d", "packed_bytes", "prepare_for_inference"]
@@ -236,7 +236,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, precisio
         return model
     model.to(memory_format=torch.channels_last)  # oneDNN convolutions prefer NHWC
     dtype = torch.float32 if amp is None else amp
-    if dtype not in (torch.float32, torch.bfloat16) or (dtype is torch.bfloat16 and not _cpu_has_native_bf16()):
+    if dtype not in (torch.float32, torch.bfloat16) or (dtype is torch.bfloat16 and not cpu_has_native_bf16()):
         return model
     if not _packing_works(dtype):
         return model

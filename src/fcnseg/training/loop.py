@@ -26,15 +26,13 @@ from fcnseg.data import (
 )
 from fcnseg.evaluation import evaluate
 from fcnseg.evaluation.plots import plot_curves
-from fcnseg.inference.engine import autocast_dtype
 from fcnseg.models import HEADS, create_model
 from fcnseg.utils.io import write_text
 
 from .checkpoint import load_checkpoint, load_init_weights, make_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import EpochBatches, SeededAugmentation, training_loader
-from .loss import segmentation_loss
-from .optim import lr_factor, make_optimizer, set_lr
+from .step import SGDStep
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +89,6 @@ class Trainer:
         self.config = c = config
         self.folder = Path(c.out)
         self.device = resolve_device(c.device)
-        self.amp = autocast_dtype(c.precision, self.device)
-        if self.amp is torch.float16 and self.device.type != "cuda":
-            raise ValueError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
         torch.manual_seed(c.seed)
         options = _dataset_options(c)
         base = build_dataset(c.dataset, c.data_root, c.train_split, cache=c.cache, **options)
@@ -118,18 +113,14 @@ class Trainer:
         model_options = {k: getattr(c, k) for k in ("at_once", "learnable_upsampling") if getattr(c, k)}
         if c.layout:
             model_options["layout"] = c.layout
-        self.model = create_model(
+        model = create_model(
             c.model, num_classes=self.classes.num_classes, backbone_weights=c.backbone_weights, **model_options
         )
         if c.init_from:
-            fresh = load_init_weights(self.model, load_checkpoint(c.init_from))
+            fresh = load_init_weights(model, load_checkpoint(c.init_from))
             log.info("initialised from %s; new layers: %s", c.init_from, fresh)
-        self.model.to(self.device)
-        if self.device.type == "cpu":  # oneDNN convolutions are fastest on NHWC tensors
-            self.model.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(self.model, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)
-        self.class_weights = _class_weights(c)
+        self.sgd = SGDStep(model, c, self.device, _class_weights(c))
+        self.model, self.optimizer, self.scaler = self.sgd.model, self.sgd.optimizer, self.sgd.scaler
         self.step, self.best_miou, self.elapsed = 0, -1.0, 0.0
         if c.resume:
             self._resume()
@@ -217,29 +208,7 @@ class Trainer:
 
     def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
         """One SGD step on a batch; returns the loss."""
-        c = self.config
-        lr = set_lr(
-            self.optimizer,
-            c.lr,
-            lr_factor(self.step, total=self.total, schedule=c.schedule, power=c.poly_power, warmup=c.warmup),
-        )
-        images = images.to(self.device, non_blocking=True)
-        if self.device.type == "cpu":
-            images = images.contiguous(memory_format=torch.channels_last)
-        masks = masks.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            logits = self.model(images)
-        loss = segmentation_loss(logits, masks, normalization=c.loss_norm, class_weights=self.class_weights)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"the loss became {loss.item()} at step {self.step} (learning rate {lr:g}); lower --lr"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.lr = lr
-        return loss.item()
+        return self.sgd(images, masks, self.step, self.total)
 
     def _loop(self, loader, bar: tqdm) -> dict:
         """Steps until the end; logs every ``log_every`` steps and validates every ``val_every``."""
@@ -261,12 +230,12 @@ class Trainer:
                     "step": self.step,
                     "epoch": self.batches.start_epoch,
                     "loss": window["loss"] / window["steps"],
-                    "lr": self.lr,
+                    "lr": self.sgd.lr,
                     "images_per_s": window["images"] / max(seconds, 1e-9),
                     "elapsed_s": round(self.elapsed, 2),
                 }
                 self.log.add(row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{self.lr:.2e}", img_s=f"{row['images_per_s']:.1f}")
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{self.sgd.lr:.2e}", img_s=f"{row['images_per_s']:.1f}")
                 window = {"loss": 0.0, "steps": 0, "images": 0, "start": time.perf_counter()}
             if self.step % c.val_every == 0 or self.step == self.total:
                 metrics = self._evaluate_and_save()

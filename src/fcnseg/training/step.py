@@ -1,0 +1,67 @@
+"""``SGDStep``: one training step (forward, loss, backward, update), set up the way ``fcnseg train`` runs it.
+
+The trainer and the training benchmark both use it, so the benchmark measures exactly the step users get.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fcnseg.inference.engine import autocast_dtype
+
+from .config import TrainConfig
+from .loss import segmentation_loss
+from .optim import lr_factor, make_optimizer, set_lr
+
+__all__ = ["SGDStep"]
+
+
+class SGDStep:
+    """The model on ``device``, the paper's SGD parameter groups, autocast at ``config.precision`` and a grad scaler.
+
+    On the CPU the model and the images are channels_last, where oneDNN convolutions are fastest. The learning rate
+    of each step follows ``config``'s schedule; ``lr`` holds the last one used.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        device: torch.device,
+        class_weights: torch.Tensor | None = None,
+    ) -> None:
+        self.config, self.device, self.class_weights = config, device, class_weights
+        self.amp = autocast_dtype(config.precision, device)
+        if self.amp is torch.float16 and device.type != "cuda":
+            raise ValueError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
+        self.model = model.to(device)
+        if device.type == "cpu":
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(
+            self.model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)
+        self.lr = config.lr
+
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor, step: int, total: int) -> float:
+        """Step number ``step`` of ``total`` on a batch; returns the loss."""
+        c = self.config
+        factor = lr_factor(step, total=total, schedule=c.schedule, power=c.poly_power, warmup=c.warmup)
+        self.lr = set_lr(self.optimizer, c.lr, factor)
+        images = images.to(self.device, non_blocking=True)
+        if self.device.type == "cpu":
+            images = images.contiguous(memory_format=torch.channels_last)
+        masks = masks.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            logits = self.model(images)
+        loss = segmentation_loss(logits, masks, normalization=c.loss_norm, class_weights=self.class_weights)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss became {loss.item()} at step {step} (learning rate {self.lr:g}); lower --lr"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.item()

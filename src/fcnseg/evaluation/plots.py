@@ -24,7 +24,7 @@ from fcnseg.utils.io import atomic_path
 
 __all__ = ["default_palette", "plot_confusion", "plot_curves", "plot_samples"]
 
-# Void pixels of a ground truth are drawn in VOC's colour for them, apart from the black that many datasets give a class.
+# Ground-truth void is drawn in VOC's void colour, apart from the black that many datasets give a class.
 VOID_COLOR = (224, 224, 192)
 
 ArrayLike = np.ndarray | torch.Tensor

@@ -1,4 +1,4 @@
-"""Export: ONNX (onnxruntime) and TorchScript match eager at an even and an odd size, metadata travels along."""
+"""Export: ONNX (onnxruntime), torch.export and TorchScript match eager at sizes never seen, metadata travels along."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from test_inference_predictor import COLORS, MEAN, NAMES, STD, make_model, write_checkpoint
 
 from fcnseg.cli.main import main
-from fcnseg.inference.export import NormalizedModel, export_onnx, export_torchscript
+from fcnseg.inference.export import FORMATS, NormalizedModel, export_onnx, export_pt2, export_torchscript
 
 pytestmark = pytest.mark.export
 
@@ -53,6 +53,7 @@ def test_onnx_dynamic_sizes_and_metadata(model: torch.nn.Module, tmp_path: Path)
     assert json.loads(meta["normalization"]) == {"mean": MEAN, "std": STD}
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")  # what TorchScript users call
 def test_torchscript_generalises_to_other_sizes(model: torch.nn.Module, tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     diff = export_torchscript(model, path, classes=CLASSES, mean=MEAN, std=STD, check_sizes=SIZES)
@@ -68,12 +69,28 @@ def test_torchscript_generalises_to_other_sizes(model: torch.nn.Module, tmp_path
     assert json.loads(files["fcnseg.json"])["classes"] == CLASSES
 
 
-@pytest.mark.parametrize(("fmt", "suffix"), [("onnx", ".onnx"), ("torchscript", ".pt")])
+def test_pt2_generalises_to_other_sizes_and_batches(model: torch.nn.Module, tmp_path: Path) -> None:
+    path = tmp_path / "model.pt2"
+    diff = export_pt2(model, path, classes=CLASSES, mean=MEAN, std=STD, check_sizes=SIZES)
+    assert diff <= 1e-3
+    files = {"fcnseg.json": ""}
+    program = torch.export.load(str(path), extra_files=files).module()
+    for n, h, w in ((1, 64, 96), (3, 75, 101), (1, 41, 129)):  # batch 1 and 3 and the last size were never traced
+        x = torch.rand(n, 3, h, w)
+        with torch.inference_mode():
+            out = program(x).numpy()
+        assert out.shape == (n, len(NAMES), h, w)
+        np.testing.assert_allclose(out, eager(model, x), atol=1e-3, rtol=0)
+    assert json.loads(files["fcnseg.json"])["normalization"] == {"mean": MEAN, "std": STD}
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("onnx", ".onnx"), ("pt2", ".pt2"), ("torchscript", ".pt")])
 def test_export_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, fmt: str, suffix: str) -> None:
     write_checkpoint(tmp_path / "ckpt.pt", monkeypatch)
     out = tmp_path / f"exported{suffix}"
     assert main(["export", str(tmp_path / "ckpt.pt"), "--format", fmt, "--out", str(out)]) == 0
     assert out.is_file() and "max |logit difference|" in capsys.readouterr().out
+    assert fmt in FORMATS
 
 
 def test_export_cli_reports_a_failed_check_without_traceback(

@@ -1,17 +1,22 @@
-"""Export a model for deployment: ONNX (dynamic batch, height, width) or TorchScript, verified against eager.
+"""Export a model for deployment, verified against eager: ONNX, ``torch.export`` (``.pt2``) or TorchScript.
 
 The exported graph takes what a deployment has at hand, float32 RGB ``(N, 3, H, W)`` in ``[0, 1]``, applies the
-checkpoint's normalisation itself and returns logits ``(N, K, H, W)``. Class names, colours and the
-normalisation travel with the file: ONNX ``metadata_props`` (JSON values under the keys ``fcnseg``,
-``classes`` and ``normalization``) or TorchScript ``_extra_files["fcnseg.json"]``.
+checkpoint's normalisation itself and returns logits ``(N, K, H, W)``, for any ``N``, ``H`` and ``W``. Class names,
+colours and the normalisation travel with the file: ONNX ``metadata_props`` (JSON values under the keys ``fcnseg``,
+``classes`` and ``normalization``), or the extra file ``fcnseg.json`` of a ``.pt2`` archive or TorchScript module.
 
-FCN crops its upsampled scores with offsets and sizes taken from the input, so a graph that bakes in the
-example's size would be silently wrong at others. ONNX uses the TorchScript-based exporter
-(``dynamo=False``) with ``dynamic_axes``: on torch 2.14 the ``torch.export`` path rejects FCN's derived crop
-sizes (``16 * height - 5 >= 0`` cannot be proven without hand-set bounds) and takes ~20x longer. TorchScript
-uses ``torch.jit.trace``, which records ``aten::size`` for shapes read from the input. Either way every export
-is run at two input sizes (one odd) and a batch of two and compared with eager; when the largest logit difference
-exceeds ``tolerance`` the export raises :class:`ExportCheckError` and leaves no file behind.
+FCN crops its upsampled scores with offsets and sizes taken from the input, so a graph that bakes in the example's
+size would be silently wrong at others:
+
+- ONNX uses the TorchScript-based exporter (``dynamo=False``) with ``dynamic_axes``. On torch 2.14 the dynamo ONNX
+  exporter rejects FCN's derived crop sizes and takes about 20x longer.
+- ``pt2`` is ``torch.export.export`` with ``Dim.AUTO`` batch, height and width, traced at a batch of two (a batch of
+  one would be specialised). It is PyTorch's successor to TorchScript; load it with ``torch.export.load``.
+- TorchScript uses ``torch.jit.trace``, which records ``aten::size`` for shapes read from the input. PyTorch has
+  deprecated TorchScript; it stays for runtimes that still need it.
+
+Every export is run at two input sizes (one odd) and a batch of two and compared with eager. When the largest logit
+difference exceeds ``tolerance`` the export raises :class:`ExportCheckError` and leaves no file behind.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.export import Dim
 
 from fcnseg.utils.io import atomic_path
 
@@ -36,12 +42,13 @@ __all__ = [
     "NormalizedModel",
     "export_checkpoint",
     "export_onnx",
+    "export_pt2",
     "export_torchscript",
 ]
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "pt2", "torchscript")
 CHECK_SIZES = ((64, 96), (75, 101))
 """Input sizes an export is verified at: one even, one odd (FCN crop offsets depend on the size)."""
 
@@ -107,6 +114,26 @@ def _max_diff(wrapper: nn.Module, run_exported, sizes: Sequence[tuple[int, int]]
     return worst
 
 
+def _export_and_check(
+    model: nn.Module,
+    path: str | os.PathLike,
+    mean: Sequence[float],
+    std: Sequence[float],
+    write: Callable[[nn.Module, Path], None],
+    load: Callable[[Path], Callable[[Tensor], Any]],
+    check_sizes: Sequence[tuple[int, int]],
+    tolerance: float,
+) -> float:
+    """``write(wrapper, tmp)`` the normalising wrapper, ``load(tmp)`` it back and compare it with eager.
+
+    The file appears at ``path`` only when the check passes. Returns the max |logit difference|.
+    """
+    wrapper = NormalizedModel(model, mean, std).eval().float().cpu()
+    with atomic_path(path) as tmp:
+        write(wrapper, tmp)
+        return _max_diff(wrapper, load(tmp), check_sizes, tolerance)
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
@@ -118,22 +145,20 @@ def export_onnx(
     check_sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
     tolerance: float = 1e-3,
 ) -> float:
-    """Write ONNX with dynamic ``N, H, W`` and metadata; returns the max |logit difference| vs eager.
+    """Write ONNX with dynamic ``N, H, W`` and metadata, verified with onnxruntime (CPU) at ``check_sizes``.
 
-    Verified with onnxruntime (CPU) at ``check_sizes``.
+    Returns the max |logit difference| vs eager.
     """
     import onnx
     import onnxruntime as ort
 
-    wrapper = NormalizedModel(model, mean, std).eval().float().cpu()
-    example = torch.rand(1, 3, *check_sizes[-1])
-    axes = {0: "batch", 2: "height", 3: "width"}
-    with atomic_path(path) as tmp:
+    def write(wrapper: nn.Module, tmp: Path) -> None:
+        axes = {0: "batch", 2: "height", 3: "width"}
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings about shape reads: FCN's crops are checked below
+            warnings.simplefilter("ignore")  # TracerWarnings about shape reads: FCN's crops are checked after
             torch.onnx.export(
                 wrapper,
-                (example,),
+                (torch.rand(1, 3, *check_sizes[-1]),),
                 str(tmp),
                 dynamo=False,
                 opset_version=opset,
@@ -146,9 +171,39 @@ def export_onnx(
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(proto, str(tmp))
+
+    def load(tmp: Path) -> Callable[[Tensor], Any]:
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        diff = _max_diff(wrapper, lambda x: session.run(None, {"image": x.numpy()})[0], check_sizes, tolerance)
-    return diff
+        return lambda x: session.run(None, {"image": x.numpy()})[0]
+
+    return _export_and_check(model, path, mean, std, write, load, check_sizes, tolerance)
+
+
+def export_pt2(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    classes: dict[str, Any],
+    mean: Sequence[float],
+    std: Sequence[float],
+    check_sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
+    tolerance: float = 1e-3,
+) -> float:
+    """Write a ``torch.export`` program (``.pt2``) with dynamic ``N, H, W`` and metadata in ``fcnseg.json``.
+
+    Load it with ``torch.export.load(path, extra_files={"fcnseg.json": ""}).module()``. Returns the max |logit
+    difference| vs eager.
+    """
+    dims = {"x": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}}
+
+    def write(wrapper: nn.Module, tmp: Path) -> None:
+        program = torch.export.export(wrapper, (torch.rand(2, 3, *check_sizes[-1]),), dynamic_shapes=dims)
+        extra = {"fcnseg.json": _metadata(classes, mean, std)["fcnseg"]}
+        torch.export.save(program, str(tmp), extra_files=extra)
+
+    return _export_and_check(
+        model, path, mean, std, write, lambda tmp: torch.export.load(str(tmp)).module(), check_sizes, tolerance
+    )
 
 
 def export_torchscript(
@@ -165,16 +220,22 @@ def export_torchscript(
 
     Load it with ``torch.jit.load(path, _extra_files={"fcnseg.json": ""})``.
     """
-    wrapper = NormalizedModel(model, mean, std).eval().float().cpu()
-    example = torch.rand(1, 3, *check_sizes[-1])
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings: generalisation to other sizes is checked below
-        traced = torch.jit.trace(wrapper, (example,), check_trace=False)
-    with atomic_path(path) as tmp:
-        torch.jit.save(traced, str(tmp), _extra_files={"fcnseg.json": _metadata(classes, mean, std)["fcnseg"]})
-        loaded = torch.jit.load(str(tmp))
-        diff = _max_diff(wrapper, loaded, check_sizes, tolerance)
-    return diff
+
+    def write(wrapper: nn.Module, tmp: Path) -> None:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings, and the deprecation: TorchScript is asked for here
+            traced = torch.jit.trace(wrapper, (torch.rand(1, 3, *check_sizes[-1]),), check_trace=False)
+            torch.jit.save(traced, str(tmp), _extra_files={"fcnseg.json": _metadata(classes, mean, std)["fcnseg"]})
+
+    def load(tmp: Path) -> Callable[[Tensor], Any]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+            return torch.jit.load(str(tmp))
+
+    return _export_and_check(model, path, mean, std, write, load, check_sizes, tolerance)
+
+
+_EXPORTERS = {"onnx": export_onnx, "pt2": export_pt2, "torchscript": export_torchscript}
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, **kwargs: Any) -> float:
@@ -186,7 +247,6 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
     norm = ckpt["normalization"]
-    export = export_onnx if fmt == "onnx" else export_torchscript
-    diff = export(model, Path(out), classes=ckpt["classes"], mean=norm["mean"], std=norm["std"], **kwargs)
+    diff = _EXPORTERS[fmt](model, Path(out), classes=ckpt["classes"], mean=norm["mean"], std=norm["std"], **kwargs)
     logger.info("exported %s to %s (max |logit difference| vs eager: %.3g)", fmt, out, diff)
     return diff

@@ -1,7 +1,7 @@
 """A short, seeded CamVid training run must clearly beat a trivial predictor, so a change that breaks learning fails.
 
-FCN-8s on the ImageNet-pretrained SqueezeNet 1.1 of ../shared, 60 steps of 4 crops of 192x192 (about a minute on
-2 CPU cores), evaluated on the whole CamVid validation split.
+The run is conftest's ``camvid_run``: FCN-8s on the ImageNet-pretrained SqueezeNet 1.1 of ../shared, 60 steps of 4
+crops of 192x192 (about a minute on 2 CPU cores), evaluated on the whole CamVid validation split.
 """
 
 from __future__ import annotations
@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CAMVID, SQUEEZENET_WEIGHTS, require
+from conftest import CAMVID
 
 from fcnseg.data import build_dataset
 from fcnseg.evaluation import ConfusionMatrix
 from fcnseg.training.checkpoint import load_checkpoint
-from fcnseg.training.config import TrainConfig
-from fcnseg.training.loop import train
 
 
 def _trivial_miou() -> float:
@@ -36,28 +34,10 @@ def _trivial_miou() -> float:
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_short_camvid_training_beats_a_trivial_predictor(tmp_path: Path) -> None:
-    require(CAMVID)
-    weights = require(SQUEEZENET_WEIGHTS)
-    config = TrainConfig(
-        model="fcn8s_squeezenet1_1",
-        dataset="camvid",
-        data_root=str(CAMVID),
-        out=str(tmp_path),
-        backbone_weights=str(weights),
-        iters=60,
-        batch_size=4,
-        crop_size=(192, 192),
-        lr=1e-3,
-        warmup=10,
-        val_every=60,
-        log_every=10,
-        workers=0,
-        seed=0,
-    ).resolved()
-    summary = train(config)
+def test_short_camvid_training_beats_a_trivial_predictor(camvid_run: tuple[Path, dict]) -> None:
+    out, summary = camvid_run
     trained = summary["final"]["mean_iou"]
     trivial = _trivial_miou()
     assert trivial < 0.1  # predicting one class everywhere scores one IoU out of eleven at best
     assert trained > max(3 * trivial, 0.2), f"val mIoU {trained:.3f} vs trivial {trivial:.3f}"
-    assert load_checkpoint(tmp_path / "best.pt")["metrics"]["mean_iou"] == pytest.approx(trained)
+    assert load_checkpoint(out / "best.pt")["metrics"]["mean_iou"] == pytest.approx(trained)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CAMVID, REPO, SQUEEZENET_WEIGHTS, require
+from conftest import CAMVID, SQUEEZENET_WEIGHTS, require
 from PIL import Image
 from torch import nn
 
@@ -28,8 +28,6 @@ MODEL_NAME = "fcn8s_squeezenet1_1"
 COLORS = [[0, 0, 0], [200, 10, 10], [10, 200, 10], [10, 10, 200]]
 NAMES = ["background", "red", "green", "blue"]
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
-TRAINED_CHECKPOINT = REPO / "runs" / "camvid_fcn8s_sq_pre" / "best.pt"
-"""A CamVid FCN-8s SqueezeNet trained by ``fcnseg train`` (not in the repository; tests that need it skip)."""
 
 
 class StandInFCN(nn.Module):
@@ -190,16 +188,16 @@ def test_tiled_prediction_streams_bands(predictor: Predictor, monkeypatch: pytes
 
 @pytest.mark.data
 @pytest.mark.parametrize("source", ["trained checkpoint", "ImageNet backbone"])
-def test_tiled_agrees_with_whole_image_on_real_photos(source: str) -> None:
+def test_tiled_agrees_with_whole_image_on_real_photos(source: str, request: pytest.FixtureRequest) -> None:
     """The issue's criterion: tiles that cut the image both ways change at most 0.1% of the pixels.
 
     On CamVid test images (360x480), with 320x320 windows (2 x 2 of them), at full precision. The trained model is
-    the lead's CamVid run when present; the ImageNet-pretrained SqueezeNet with a seeded random head is available
-    wherever ../shared is, and is the harder case (an untrained head has many near-ties).
+    conftest's short CamVid run; the ImageNet-pretrained SqueezeNet with a seeded random head is the harder case (an
+    untrained head has many near-ties).
     """
     files = sorted(require(CAMVID / "test").glob("*.png"))[::16]
     if source == "trained checkpoint":
-        checkpoint = require(TRAINED_CHECKPOINT)
+        checkpoint = request.getfixturevalue("camvid_run")[0] / "best.pt"
 
         def make(**kwargs) -> Predictor:
             return Predictor.from_checkpoint(checkpoint, precision="fp32", **kwargs)

@@ -51,3 +51,10 @@ def test_short_demo_learns_and_writes_its_outputs(tmp_path: Path, capsys: pytest
     for name in (*written, "eval/confusion.png", "eval/samples.png", "predictions/legend.png"):
         assert (out / name).is_file(), name
     assert len(list((out / "predictions").glob("*_overlay.png"))) == 12
+
+
+def test_bad_settings_fail_before_anything_is_generated(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["demo", "--out", str(tmp_path / "a"), "--iters", "0"]) == 2
+    assert "--iters must be at least 1" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main(["demo", "--out", str(tmp_path / "b"), "--num-val", "0"]) == 2
+    assert "--num-val 0" in capsys.readouterr().err and not (tmp_path / "b" / "data" / "images").exists()

@@ -40,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from fcnseg.training.loop import resolve_device, train
 
     out: Path = args.out
-    data = write_shapes_dataset(out / "data", num_train=args.num_train, num_val=args.num_val, seed=args.seed)
-    log.info("dataset: %s", data)
+    data = out / "data"
     config = TrainConfig(
         model=args.model,
         dataset="folder",
@@ -59,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         workers=0,
-    ).resolved()
+    ).resolved()  # checks the settings before anything is generated
+    write_shapes_dataset(data, num_train=args.num_train, num_val=args.num_val, seed=args.seed)
+    log.info("dataset: %s", data)
     summary = train(config)
 
     best = out / "best.pt"

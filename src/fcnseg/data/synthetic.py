@@ -101,6 +101,11 @@ def write_shapes_dataset(
 
     Reuses what is there when the same parameters were used before (``classes.txt`` is written last).
     """
+    if num_train < 1 or num_val < 1:
+        raise ValueError(
+            f"the shapes dataset needs at least one training and one validation scene, got "
+            f"--num-train {num_train}, --num-val {num_val}"
+        )
     root = Path(root)
     stamp = f"# shapes dataset v2: train={num_train} val={num_val} size={size[0]}x{size[1]} seed={seed}\n"
     class_file = root / "classes.txt"

@@ -11,7 +11,7 @@ import torch
 from test_inference_predictor import COLORS, MEAN, NAMES, STD, make_model, write_checkpoint
 
 from fcnseg.cli.main import main
-from fcnseg.inference.export import FORMATS, NormalizedModel, export_onnx, export_pt2, export_torchscript
+from fcnseg.inference.export import FORMATS, NormalizedModel, export_model
 
 pytestmark = pytest.mark.export
 
@@ -40,7 +40,7 @@ def test_onnx_dynamic_sizes_and_metadata(model: torch.nn.Module, tmp_path: Path)
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     path = tmp_path / "model.onnx"
-    diff = export_onnx(model, path, classes=CLASSES, mean=MEAN, std=STD, check_sizes=SIZES)
+    diff = export_model(model, path, "onnx", classes=CLASSES, mean=MEAN, std=STD, check_sizes=SIZES)
     assert diff <= 1e-3
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for n, h, w in ((1, 64, 96), (3, 75, 101), (1, 41, 129)):  # the last size was never seen during export
@@ -56,7 +56,7 @@ def test_onnx_dynamic_sizes_and_metadata(model: torch.nn.Module, tmp_path: Path)
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")  # what TorchScript users call
 def test_torchscript_generalises_to_other_sizes(model: torch.nn.Module, tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
-    diff = export_torchscript(model, path, classes=CLASSES, mean=MEAN, std=STD, check_sizes=SIZES)
+    diff = export_model(model, path, "torchscript", classes=CLASSES, mean=MEAN, std=STD, check_sizes=SIZES)
     assert diff <= 1e-3
     files = {"fcnseg.json": ""}
     loaded = torch.jit.load(str(path), _extra_files=files)
@@ -71,7 +71,7 @@ def test_torchscript_generalises_to_other_sizes(model: torch.nn.Module, tmp_path
 
 def test_pt2_generalises_to_other_sizes_and_batches(model: torch.nn.Module, tmp_path: Path) -> None:
     path = tmp_path / "model.pt2"
-    diff = export_pt2(model, path, classes=CLASSES, mean=MEAN, std=STD, check_sizes=SIZES)
+    diff = export_model(model, path, "pt2", classes=CLASSES, mean=MEAN, std=STD, check_sizes=SIZES)
     assert diff <= 1e-3
     files = {"fcnseg.json": ""}
     program = torch.export.load(str(path), extra_files=files).module()

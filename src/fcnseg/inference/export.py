@@ -41,14 +41,12 @@ __all__ = [
     "ExportCheckError",
     "NormalizedModel",
     "export_checkpoint",
-    "export_onnx",
-    "export_pt2",
-    "export_torchscript",
+    "export_model",
 ]
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "pt2", "torchscript")
+ONNX_OPSET = 17
 CHECK_SIZES = ((64, 96), (75, 101))
 """Input sizes an export is verified at: one even, one odd (FCN crop offsets depend on the size)."""
 
@@ -114,101 +112,72 @@ def _max_diff(wrapper: nn.Module, run_exported, sizes: Sequence[tuple[int, int]]
     return worst
 
 
-def _export_and_check(
-    model: nn.Module,
-    path: str | os.PathLike,
-    mean: Sequence[float],
-    std: Sequence[float],
-    write: Callable[[nn.Module, Path], None],
-    load: Callable[[Path], Callable[[Tensor], Any]],
-    check_sizes: Sequence[tuple[int, int]],
-    tolerance: float,
-) -> float:
-    """``write(wrapper, tmp)`` the normalising wrapper, ``load(tmp)`` it back and compare it with eager.
-
-    The file appears at ``path`` only when the check passes. Returns the max |logit difference|.
-    """
-    wrapper = NormalizedModel(model, mean, std).eval().float().cpu()
-    with atomic_path(path) as tmp:
-        write(wrapper, tmp)
-        return _max_diff(wrapper, load(tmp), check_sizes, tolerance)
-
-
-def export_onnx(
-    model: nn.Module,
-    path: str | os.PathLike,
-    *,
-    classes: dict[str, Any],
-    mean: Sequence[float],
-    std: Sequence[float],
-    opset: int = 17,
-    check_sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
-    tolerance: float = 1e-3,
-) -> float:
-    """Write ONNX with dynamic ``N, H, W`` and metadata, verified with onnxruntime (CPU) at ``check_sizes``.
-
-    Returns the max |logit difference| vs eager.
-    """
+def _write_onnx(wrapper: nn.Module, tmp: Path, example: Tensor, metadata: dict[str, str]) -> None:
     import onnx
+
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about shape reads: FCN's crops are checked after
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(tmp),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": axes, "logits": axes},
+        )
+    proto = onnx.load(str(tmp))
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(tmp))
+
+
+def _load_onnx(tmp: Path) -> Callable[[Tensor], Any]:
     import onnxruntime as ort
 
-    def write(wrapper: nn.Module, tmp: Path) -> None:
-        axes = {0: "batch", 2: "height", 3: "width"}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings about shape reads: FCN's crops are checked after
-            torch.onnx.export(
-                wrapper,
-                (torch.rand(1, 3, *check_sizes[-1]),),
-                str(tmp),
-                dynamo=False,
-                opset_version=opset,
-                input_names=["image"],
-                output_names=["logits"],
-                dynamic_axes={"image": axes, "logits": axes},
-            )
-        proto = onnx.load(str(tmp))
-        for key, value in _metadata(classes, mean, std).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.save(proto, str(tmp))
-
-    def load(tmp: Path) -> Callable[[Tensor], Any]:
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        return lambda x: session.run(None, {"image": x.numpy()})[0]
-
-    return _export_and_check(model, path, mean, std, write, load, check_sizes, tolerance)
+    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"image": x.numpy()})[0]
 
 
-def export_pt2(
-    model: nn.Module,
-    path: str | os.PathLike,
-    *,
-    classes: dict[str, Any],
-    mean: Sequence[float],
-    std: Sequence[float],
-    check_sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
-    tolerance: float = 1e-3,
-) -> float:
-    """Write a ``torch.export`` program (``.pt2``) with dynamic ``N, H, W`` and metadata in ``fcnseg.json``.
-
-    Load it with ``torch.export.load(path, extra_files={"fcnseg.json": ""}).module()``. Returns the max |logit
-    difference| vs eager.
-    """
+def _write_pt2(wrapper: nn.Module, tmp: Path, example: Tensor, metadata: dict[str, str]) -> None:
     dims = {"x": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}}
-
-    def write(wrapper: nn.Module, tmp: Path) -> None:
-        program = torch.export.export(wrapper, (torch.rand(2, 3, *check_sizes[-1]),), dynamic_shapes=dims)
-        extra = {"fcnseg.json": _metadata(classes, mean, std)["fcnseg"]}
-        torch.export.save(program, str(tmp), extra_files=extra)
-
-    return _export_and_check(
-        model, path, mean, std, write, lambda tmp: torch.export.load(str(tmp)).module(), check_sizes, tolerance
-    )
+    program = torch.export.export(wrapper, (example,), dynamic_shapes=dims)
+    torch.export.save(program, str(tmp), extra_files={"fcnseg.json": metadata["fcnseg"]})
 
 
-def export_torchscript(
+def _load_pt2(tmp: Path) -> Callable[[Tensor], Any]:
+    return torch.export.load(str(tmp)).module()
+
+
+def _write_torchscript(wrapper: nn.Module, tmp: Path, example: Tensor, metadata: dict[str, str]) -> None:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings, and the deprecation: TorchScript is asked for here
+        traced = torch.jit.trace(wrapper, (example,), check_trace=False)
+        torch.jit.save(traced, str(tmp), _extra_files={"fcnseg.json": metadata["fcnseg"]})
+
+
+def _load_torchscript(tmp: Path) -> Callable[[Tensor], Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+        return torch.jit.load(str(tmp))
+
+
+# Format -> (write the wrapper to a file, load that file back as a callable on (N, 3, H, W) tensors).
+_FORMATS = {
+    "onnx": (_write_onnx, _load_onnx),
+    "pt2": (_write_pt2, _load_pt2),
+    "torchscript": (_write_torchscript, _load_torchscript),
+}
+FORMATS = tuple(_FORMATS)
+
+
+def export_model(
     model: nn.Module,
     path: str | os.PathLike,
+    fmt: str,
     *,
     classes: dict[str, Any],
     mean: Sequence[float],
@@ -216,37 +185,30 @@ def export_torchscript(
     check_sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
     tolerance: float = 1e-3,
 ) -> float:
-    """Write a traced TorchScript module with metadata in ``fcnseg.json``; returns the max |logit difference|.
+    """Write ``model`` (with its normalisation) in ``fmt`` to ``path``, load it back and compare it with eager.
 
-    Load it with ``torch.jit.load(path, _extra_files={"fcnseg.json": ""})``.
+    ``onnx`` is checked through onnxruntime (CPU). Load the others with
+    ``torch.export.load(path, extra_files={"fcnseg.json": ""}).module()`` (``pt2``) or
+    ``torch.jit.load(path, _extra_files={"fcnseg.json": ""})`` (``torchscript``). The file appears at ``path`` only
+    when the check passes. Returns the max |logit difference| vs eager.
     """
-
-    def write(wrapper: nn.Module, tmp: Path) -> None:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings, and the deprecation: TorchScript is asked for here
-            traced = torch.jit.trace(wrapper, (torch.rand(1, 3, *check_sizes[-1]),), check_trace=False)
-            torch.jit.save(traced, str(tmp), _extra_files={"fcnseg.json": _metadata(classes, mean, std)["fcnseg"]})
-
-    def load(tmp: Path) -> Callable[[Tensor], Any]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
-            return torch.jit.load(str(tmp))
-
-    return _export_and_check(model, path, mean, std, write, load, check_sizes, tolerance)
-
-
-_EXPORTERS = {"onnx": export_onnx, "pt2": export_pt2, "torchscript": export_torchscript}
+    if fmt not in _FORMATS:
+        raise ValueError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    write, load = _FORMATS[fmt]
+    wrapper = NormalizedModel(model, mean, std).eval().float().cpu()
+    example = torch.rand(2, 3, *check_sizes[-1])  # a batch of two: torch.export would specialise a batch of one
+    with atomic_path(path) as tmp:
+        write(wrapper, tmp, example, _metadata(classes, mean, std))
+        return _max_diff(wrapper, load(tmp), check_sizes, tolerance)
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, **kwargs: Any) -> float:
     """Export a checkpoint's model with its classes and normalisation; returns the measured max difference."""
     from fcnseg.training.checkpoint import load_checkpoint, model_from_checkpoint
 
-    if fmt not in FORMATS:
-        raise ValueError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
     norm = ckpt["normalization"]
-    diff = _EXPORTERS[fmt](model, Path(out), classes=ckpt["classes"], mean=norm["mean"], std=norm["std"], **kwargs)
+    diff = export_model(model, Path(out), fmt, classes=ckpt["classes"], mean=norm["mean"], std=norm["std"], **kwargs)
     logger.info("exported %s to %s (max |logit difference| vs eager: %.3g)", fmt, out, diff)
     return diff

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .backbones import FeatureInfo
-from .geometry import CoordMap, crop_offset
+from .geometry import CoordMap, upsampling
 from .upsample import bilinear_upsampler
 
 # "At-once" FCN-8s (the authors' voc-fcn8s-atonce) scales pool4 by 0.01 and pool3 by 0.0001 before scoring, so that
@@ -43,21 +43,22 @@ class SkipFusion(nn.Module):
         self, feature: FeatureInfo, factor: int, num_classes: int, coarse: CoordMap, *, scale: float, learnable: bool
     ) -> None:
         super().__init__()
-        self.upscore = bilinear_upsampler(num_classes, factor, learnable=learnable)
+        kernel, offset = upsampling(coarse, factor, feature.coords)
+        self.upscore = bilinear_upsampler(num_classes, factor, kernel=kernel, learnable=learnable)
         self.score = score_layer(feature.channels, num_classes)
         self.scale = scale
-        up = coarse.upsampled(factor)
-        offset = crop_offset(up, feature.coords)
+        up = coarse.upsampled(factor, kernel)
         # Crop whichever map is larger: the skip (Caffe layout, padded by 100) or the upsampled score.
         self.crop_up, self.crop_skip = max(offset, 0), max(-offset, 0)
         self.coords = feature.coords if offset >= 0 else up
 
     def forward(self, score: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
-        up = self.upscore(score)
-        skip = self.score(feature * self.scale if self.scale != 1.0 else feature)
-        if self.crop_up > 0:
-            return crop(up, self.crop_up, skip) + skip
-        return up + crop(skip, self.crop_skip, up)
+        up = self.upscore(score)[:, :, self.crop_up :, self.crop_up :]
+        skip = self.score(feature * self.scale if self.scale != 1.0 else feature)[
+            :, :, self.crop_skip :, self.crop_skip :
+        ]
+        # Now cell (0, 0) of both is the same position; either may extend one cell further: sum their overlap.
+        return crop(up, 0, skip) + crop(skip, 0, up)
 
 
 class FCNHead(nn.Module):
@@ -97,8 +98,8 @@ class FCNHead(nn.Module):
             fusions.append(fusion)
             coords = fusion.coords
         self.skips = nn.ModuleList(fusions)
-        self.upscore = bilinear_upsampler(num_classes, finest_stride, learnable=learnable_upsampling)
-        self.crop_final = crop_offset(coords.upsampled(finest_stride), CoordMap())
+        kernel, self.crop_final = upsampling(coords, finest_stride, CoordMap())
+        self.upscore = bilinear_upsampler(num_classes, finest_stride, kernel=kernel, learnable=learnable_upsampling)
         if self.crop_final < 0:
             raise ValueError("the score map starts inside the image; the backbone's padding cannot be aligned")
 

@@ -85,9 +85,21 @@ def test_head_initialisation_and_options() -> None:
     torch.testing.assert_close(model.head.upscore.weight[3, 3], bilinear_kernel(16))
     learn = create_model("fcn8s_vgg11", num_classes=4, learnable_upsampling=True)
     assert all(u.weight.requires_grad for u in [learn.head.upscore, *(s.upscore for s in learn.head.skips)])
-    at_once = create_model("fcn8s_vgg11", num_classes=4, at_once=True)
-    assert [s.scale for s in at_once.head.skips] == [0.01, 0.0001]  # pool4, pool3 as in voc-fcn8s-atonce
     assert model.config == {"name": "fcn8s_vgg11", "num_classes": 4, "options": {}}
+
+
+@pytest.mark.parametrize(("skip", "scale"), [(0, 0.01), (1, 0.0001)])  # pool4, pool3 as in voc-fcn8s-atonce
+def test_at_once_scales_what_each_skip_contributes(skip: int, scale: float) -> None:
+    plain = create_model("fcn8s_resnet18", num_classes=3).eval()
+    at_once = create_model("fcn8s_resnet18", num_classes=3, at_once=True).eval()
+    at_once.load_state_dict(plain.state_dict())
+    for model in (plain, at_once):  # only this skip's score layer, without bias: the output is linear in its input
+        torch.nn.init.normal_(model.head.skips[skip].score.weight, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        reference, scaled = plain(x), at_once(x)
+    assert reference.abs().max() > 0
+    torch.testing.assert_close(scaled, scale * reference, rtol=1e-4, atol=1e-5 * scale * reference.abs().max().item())
 
 
 # The authors' voc-fcn{32,16,8}s nets (21 classes), parameter by parameter, as listed in their net.py:

@@ -2,7 +2,8 @@
 
 FCN-32s scores the stride-32 feature and upsamples by 32; FCN-16s adds a 1x1 score of the stride-16 feature to the
 2x-upsampled coarse score; FCN-8s adds stride 8 the same way (Long et al., Sec. 4.2). One module covers all three:
-the finest stride to fuse is a parameter. Crops are derived from the backbone's coordinate maps.
+the finest stride to fuse is a parameter. Crops, and the upsampling kernels (2f, or 2f - 1 on grids whose cells sit
+on a pixel), are derived from the backbone's coordinate maps so that every path is centred on the pixel it scores.
 """
 
 from __future__ import annotations

@@ -143,6 +143,38 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(shapes: Path,
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]  # no duplicated or missing rows
 
 
+def _interrupt_at(step_number: int, monkeypatch: pytest.MonkeyPatch):
+    """Patch ``Trainer.train_step`` to raise KeyboardInterrupt (as Ctrl-C would) before step ``step_number``."""
+    step = Trainer.train_step
+
+    def interrupted(self, images, masks):
+        if self.step == step_number:
+            raise KeyboardInterrupt
+        return step(self, images, masks)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+
+
+@pytest.mark.slow
+def test_resume_mid_epoch_on_a_dropout_net_is_bit_identical(shapes: Path, tmp_path: Path, monkeypatch) -> None:
+    # AlexNet's fc6/fc7 dropout draws from the global RNG at every step, so the resumed run only matches when the
+    # RNG state is saved and restored, and nothing else draws from it in between (e.g. a DataLoader's base seed).
+    # Interrupted after step 3 (after the validation at step 2), inside the first epoch (6 batches of 2).
+    kw = dict(model="fcn32s_alexnet", iters=4, batch_size=2, crop_size=(32, 32), val_every=2)
+    train(_config(shapes, tmp_path / "a", **kw))
+    with monkeypatch.context() as m:
+        _interrupt_at(3, m)
+        with pytest.raises(KeyboardInterrupt):
+            train(_config(shapes, tmp_path / "b", **kw))
+    state = load_checkpoint(tmp_path / "b" / "last.pt")["train_state"]
+    assert (state["step"], state["epoch"], state["position"]) == (3, 0, 6)
+    train(_config(shapes, tmp_path / "b", resume=True, **kw))
+    a, b = (load_checkpoint(tmp_path / run / "last.pt") for run in ("a", "b"))
+    assert b["train_state"]["step"] == 4
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)
+
+
 def test_staged_training_starts_each_stage_from_the_previous(shapes: Path, tmp_path: Path) -> None:
     summary = train(_config(shapes, tmp_path, model="fcn8s_resnet18", staged=True, iters=2, val_every=2))
     assert list(summary["stages"]) == ["fcn32s", "fcn16s", "fcn8s"]

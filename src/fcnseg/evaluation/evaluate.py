@@ -208,7 +208,12 @@ def evaluate(
         )
 
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate, pin_memory=device.type == "cuda"
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator(),  # leaves the global RNG (a training run's dropout stream) alone
     )
     cm = ConfusionMatrix(len(names), ignore_index=ignore_index)
     was_training = model.training

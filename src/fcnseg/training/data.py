@@ -76,7 +76,11 @@ def _collate(items: list[tuple[torch.Tensor, torch.Tensor, Key]]) -> tuple[torch
 
 
 def training_loader(dataset: SeededAugmentation, sampler: EpochBatches, *, workers: int, pin: bool) -> DataLoader:
-    """An endless loader of ``(images (N, 3, h, w), masks (N, h, w), keys)``."""
+    """An endless loader of ``(images (N, 3, h, w), masks (N, h, w), keys)``.
+
+    The loader draws its workers' base seed from a generator of its own, not from the global RNG, whose state
+    (dropout masks) a resumed run restores from the checkpoint: the augmentation is seeded per sample anyway.
+    """
     return DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -85,4 +89,5 @@ def training_loader(dataset: SeededAugmentation, sampler: EpochBatches, *, worke
         pin_memory=pin,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
+        generator=torch.Generator().manual_seed(sampler.seed),
     )

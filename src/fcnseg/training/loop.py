@@ -139,6 +139,8 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": torch.get_rng_state(),
         }
+        if self.device.type == "cuda":  # dropout on the GPU draws from the device's generator
+            train_state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return make_checkpoint(
             self.model,
             classes={"names": list(self.classes.names), "colors": [list(c) for c in self.classes.colors]},
@@ -164,6 +166,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.step, self.best_miou, self.elapsed = state["step"], state["best_miou"], state["elapsed"]
         self.batches.start_epoch, self.batches.start_position = state["epoch"], state["position"]
         log.info("resumed %s at step %d of %d", path, self.step, self.total)

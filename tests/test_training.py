@@ -3,6 +3,7 @@ staged initialisation, checkpoints and the ``fcnseg train`` command on a tiny ge
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -14,7 +15,7 @@ from fcnseg import create_model
 from fcnseg.cli.main import main
 from fcnseg.data.synthetic import write_shapes_dataset
 from fcnseg.training.checkpoint import load_checkpoint, load_init_weights, model_from_checkpoint
-from fcnseg.training.config import TrainConfig
+from fcnseg.training.config import PRESETS, TrainConfig
 from fcnseg.training.data import EpochBatches
 from fcnseg.training.loop import Trainer, train
 from fcnseg.training.loss import segmentation_loss
@@ -187,6 +188,91 @@ def test_staged_training_starts_each_stage_from_the_previous(shapes: Path, tmp_p
     assert all(k.startswith(("head.skips.", "head.upscore.")) for k in fresh)
     torch.testing.assert_close(finer.head.score_fr.weight, coarse["state_dict"]["head.score_fr.weight"])
     assert finer.head.skips[0].score.weight.abs().sum() == 0
+
+
+def test_staged_resume_continues_the_interrupted_stage_and_starts_later_ones_fresh(
+    shapes: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # Reference: the same staged run without interruption. The interrupted run stops inside FCN-16s (its step 1);
+    # --resume must skip the finished FCN-32s, continue FCN-16s from its last.pt and start FCN-8s from 16s's best.pt.
+    kw = dict(model="fcn8s_resnet18", staged=True, iters=2, val_every=2, stage_lr_factor=0.1)
+    straight = train(_config(shapes, tmp_path / "a", **kw))
+    calls = {"n": 0}
+    step = Trainer.train_step
+
+    def interrupt_in_16s(self, images, masks):
+        calls["n"] += 1
+        if calls["n"] == 4:  # steps 1-2 are FCN-32s, step 3 is FCN-16s's first
+            raise KeyboardInterrupt
+        return step(self, images, masks)
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "train_step", interrupt_in_16s)
+        with pytest.raises(KeyboardInterrupt):
+            train(_config(shapes, tmp_path / "b", **kw))
+    assert not (tmp_path / "b" / "fcn8s").exists()
+    resumed = train(_config(shapes, tmp_path / "b", resume=True, **kw))
+    assert resumed["stages"]["fcn32s"] == straight["stages"]["fcn32s"] | {"train_seconds": ANY_SECONDS}
+    for stage in ("fcn32s", "fcn16s", "fcn8s"):
+        a, b = (load_checkpoint(tmp_path / run / stage / "last.pt") for run in ("a", "b"))
+        assert b["train_state"]["step"] == 2, stage
+        for key, value in a["state_dict"].items():
+            torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=f"{stage} {key}")
+    lrs = [json.loads((tmp_path / "b" / s / "config.json").read_text())["lr"] for s in ("fcn32s", "fcn16s", "fcn8s")]
+    assert lrs == pytest.approx([0.01, 0.001, 0.0001])
+
+
+class _AnySeconds:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, float)
+
+
+ANY_SECONDS = _AnySeconds()
+
+
+def test_paper_preset_divides_the_learning_rate_by_100_per_stage_like_the_reference_solvers() -> None:
+    from fcnseg.training.loop import stage_configs
+
+    # voc-fcn32s/solver.prototxt base_lr 1e-10, voc-fcn16s 1e-12, voc-fcn8s 1e-14 (the reference's VGG16 nets).
+    config = TrainConfig(**(PRESETS["paper"] | dict(model="fcn8s_vgg16", data_root="d", staged=True))).resolved()
+    stages = stage_configs(config)
+    assert [s.model for s in stages] == ["fcn32s_vgg16", "fcn16s_vgg16", "fcn8s_vgg16"]
+    assert [s.lr for s in stages] == pytest.approx([1e-10, 1e-12, 1e-14], rel=1e-9)
+    modern = stage_configs(TrainConfig(model="fcn16s_resnet18", data_root="d", staged=True, lr=0.01).resolved())
+    assert [s.lr for s in modern] == [0.01, 0.01]
+
+
+def test_input_scale_reproduces_caffe_steps_on_the_image_convolution() -> None:
+    # Reference: a two-layer net trained the Caffe way, input x_c = s * x (0..255 scale), plain torch SGD with the
+    # paper's groups (biases 2x lr, no decay), summed loss, momentum 0.99. Ours: the same function on x, whose first
+    # convolution holds s * W_c, trained through make_optimizer(input_scale=s). After each step the first weights
+    # must still be s times the reference's and all other parameters equal to it.
+    from fcnseg.training.optim import make_optimizer
+
+    s, lr, decay = 57.4, 1e-4, 5e-4
+    torch.manual_seed(0)
+    caffe = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    ours = copy.deepcopy(caffe)
+    with torch.no_grad():
+        ours[0].weight.mul_(s)
+    weights = [p for n, p in caffe.named_parameters() if n.endswith("weight")]
+    biases = [p for n, p in caffe.named_parameters() if n.endswith("bias")]
+    reference = torch.optim.SGD(
+        [{"params": weights, "weight_decay": decay, "lr": lr}, {"params": biases, "weight_decay": 0.0, "lr": 2 * lr}],
+        lr=lr,
+        momentum=0.99,
+    )
+    optimizer = make_optimizer(ours, lr=lr, momentum=0.99, weight_decay=decay, input_scale=s)
+    for _ in range(3):
+        x = torch.rand(2, 3, 9, 9) - 0.5
+        target = torch.randint(0, 2, (2, 7, 7))
+        for net, opt, inp in ((caffe, reference, s * x), (ours, optimizer, x)):
+            opt.zero_grad()
+            segmentation_loss(net(inp), target, normalization="sum").backward()
+            opt.step()
+        torch.testing.assert_close(ours[0].weight / s, caffe[0].weight, rtol=1e-4, atol=1e-6)
+        for (name, p), q in zip(list(ours.named_parameters())[1:], list(caffe.parameters())[1:], strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_train_command_writes_a_complete_run_folder(shapes: Path, tmp_path: Path) -> None:

@@ -13,9 +13,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The paper's recipe (Long et al., Sec. 4.3): fixed learning rate, momentum 0.99, unnormalised (summed) loss,
-# batches of one whole image. Its learning rate, 1e-10 for VGG16 FCN-32s on 500x500 VOC images, matches the summed
-# loss over ~250k pixels and Caffe-scale activations; other nets and image sizes need their own (see README).
+# How much larger the reference's input is than ours. The authors' Caffe nets read x_c = 255 * rgb - mean (BGR,
+# 0..255 scale); fcnseg reads x = (rgb - mu) / sigma with torchvision's ImageNet mu, sigma. As 255 * mu matches the
+# Caffe mean to 1.2 grey levels, x_c = s * x with s = 255 * sigma: 58.4, 57.1, 57.4 per channel, 57.6 on average.
+CAFFE_INPUT_SCALE = 255 * (0.229 + 0.224 + 0.225) / 3
+
+# The paper's recipe (Long et al., Sec. 4.3; voc-fcn*s/solver.prototxt): fixed learning rate, momentum 0.99, summed
+# loss, batches of one whole image, and a rate divided by 100 from stage to stage (1e-10 for FCN-32s, 1e-12 for
+# FCN-16s, 1e-14 for FCN-8s).
+#
+# Why the same 1e-10 holds here, except on the first convolution (``input_scale``): a net with weights W_c on x_c
+# computes the same function on x = x_c / s when its image convolution holds W = s * W_c; every later activation
+# and gradient is then the reference's, so those layers take the reference's steps at its rate. The image
+# convolution's gradient is dL/dW = sum(delta * x) = g_c / s, so SGD at rate lr with decay wd moves W by
+# -lr * (g_c / s + wd * s * W_c), which is W_c moving by -lr * (g_c / s**2 + wd * W_c): s**2 = 3300 times slower
+# than in the reference. Rate lr * s**2 and decay wd / s**2 give -lr * (g_c + wd * W_c), the reference's step
+# exactly (momentum is linear, so it carries over); parameter_groups does this for input_scale = s. One factor
+# serves the three channels, whose s**2 differ by up to 3%.
+# The loss is summed over pixels (Caffe's SoftmaxWithLoss, normalize: false), so the step is per pixel and grows
+# with the image: 1e-10 was set for VOC images of about 500 x 375 pixels. With the per-pixel mean loss the same
+# step is lr times the labelled pixels per batch (about 2e-5 for one VOC image).
 PRESETS: dict[str, dict[str, Any]] = {
     "modern": {},
     "paper": {
@@ -27,6 +44,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "scale_range": None,
         "lr": 1e-10,
         "weight_decay": 5e-4,
+        "input_scale": CAFFE_INPUT_SCALE,
+        "stage_lr_factor": 0.01,
     },
 }
 
@@ -63,6 +82,12 @@ class TrainConfig:
     lr: float = _f(1e-3, "base learning rate (biases get twice this)")
     momentum: float = _f(0.9, "SGD momentum")
     weight_decay: float = _f(5e-4, "weight decay (not on biases)")
+    input_scale: float = _f(
+        1.0,
+        "image convolution: lr x S^2, decay / S^2, the steps of a reference fed S times "
+        "larger images (paper preset: 57.6, Caffe's 0-255 input)",
+    )
+    stage_lr_factor: float = _f(1.0, "with --staged, each stage's lr is the previous one's times this (paper: 0.01)")
     schedule: str = _f("poly", "poly or fixed")
     poly_power: float = _f(0.9, "exponent of the poly schedule")
     warmup: int = _f(0, "linear warm-up steps")
@@ -102,8 +127,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        if self.lr <= 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
+        for name in ("lr", "input_scale", "stage_lr_factor"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if not self.data_root:
             raise ValueError("--data-root is required: the folder of the dataset to train on")
         return self

@@ -308,23 +308,62 @@ def _brief(metrics: dict) -> dict:
     return {k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou") if k in metrics}
 
 
+def stage_configs(config: TrainConfig) -> list[TrainConfig]:
+    """The runs of ``--staged``: FCN-32s, then each finer head down to ``config.model``'s, in ``OUT/<head>``.
+
+    Stage ``i`` trains at ``lr * stage_lr_factor**i`` and starts from the previous stage's best checkpoint (the
+    first from ``init_from``, if any, and the backbone weights). The modern preset keeps one rate for every stage
+    (``stage_lr_factor`` 1: each stage runs its own poly schedule from the base rate, and no measurement here shows
+    a lower one to help); the paper preset divides it by 100 per stage, as the reference solvers do.
+    """
+    head, _, arch = config.model.partition("_")
+    heads = [h for h, s in sorted(HEADS.items(), key=lambda kv: -kv[1]) if s >= HEADS[head]]
+    stages, previous = [], config.init_from
+    for i, stage in enumerate(heads):
+        folder = Path(config.out) / stage
+        stages.append(
+            replace(
+                config,
+                model=f"{stage}_{arch}",
+                out=str(folder),
+                staged=False,
+                init_from=previous,
+                lr=config.lr * config.stage_lr_factor**i,
+                backbone_weights=config.backbone_weights if i == 0 else None,  # later: from the previous stage
+            )
+        )
+        previous = str(folder / "best.pt")
+    return stages
+
+
+def _finished_summary(folder: Path) -> dict | None:
+    """The summary of a stage that ran to its end (its ``last.pt`` is at the step ``summary.json`` reports)."""
+    summary, last = folder / "summary.json", folder / "last.pt"
+    if not (summary.is_file() and last.is_file()):
+        return None
+    done = json.loads(summary.read_text())
+    return done if load_checkpoint(last)["train_state"]["step"] == done["steps"] else None
+
+
 def train(config: TrainConfig) -> dict:
     """Train as ``config`` says; with ``staged``, FCN-32s, then 16s, then 8s, each initialised from the last.
+
+    With ``staged`` and ``resume``, finished stages are kept, the interrupted one continues from its ``last.pt`` and
+    the ones not yet started start fresh from the previous stage's ``best.pt``.
 
     Returns:
         A summary: steps, training seconds, final and best validation metrics (per stage when staged).
     """
     if not config.staged:
         return Trainer(config).run()
-    head, _, arch = config.model.partition("_")
-    stages = [h for h, s in sorted(HEADS.items(), key=lambda kv: -kv[1]) if s >= HEADS[head]]
-    summaries, previous = {}, config.init_from
-    for stage in stages:
-        name = f"{stage}_{arch}"
-        folder = Path(config.out) / stage
-        stage_config = replace(config, model=name, out=str(folder), staged=False, init_from=previous)
-        if previous is not None:
-            stage_config.backbone_weights = None  # the backbone comes from the previous stage
+    summaries = {}
+    for stage_config in stage_configs(config):
+        folder, stage = Path(stage_config.out), stage_config.model.partition("_")[0]
+        finished = _finished_summary(folder) if config.resume else None
+        if finished is not None:
+            log.info("stage %s already finished in %s; --resume goes on with the next", stage, folder)
+            summaries[stage] = finished
+            continue
+        stage_config.resume = config.resume and (folder / "last.pt").is_file()
         summaries[stage] = Trainer(stage_config).run()
-        previous = str(folder / "best.pt")
     return {"stages": summaries, "train_seconds": round(sum(s["train_seconds"] for s in summaries.values()), 1)}

@@ -6,33 +6,48 @@ import torch
 from torch import nn
 
 
-def parameter_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+def _image_convolutions(model: nn.Module) -> set[int]:
+    """Ids of the weights of the convolutions that read the 3-channel image (VGG's conv1_1, ResNet's conv1)."""
+    root = getattr(model, "backbone", model)
+    return {id(m.weight) for m in root.modules() if type(m) is nn.Conv2d and m.in_channels == 3}
+
+
+def parameter_groups(model: nn.Module, lr: float, weight_decay: float, input_scale: float = 1.0) -> list[dict]:
     """The authors' groups: biases at twice the learning rate and without weight decay.
 
     Other one-dimensional parameters (batch-norm scales) keep the base rate without decay. Parameters that do not
-    require gradients (the fixed bilinear upsampling) are left out.
+    require gradients (the fixed bilinear upsampling) are left out. With ``input_scale`` ``s`` != 1, the weights of
+    the convolutions that read the image get ``lr * s**2`` and ``weight_decay / s**2``: the steps that a reference
+    fed ``s`` times larger images takes (see :data:`fcnseg.training.config.CAFFE_INPUT_SCALE`).
     """
-    weights, biases, norms = [], [], []
+    image_convs = _image_convolutions(model) if input_scale != 1.0 else set()
+    weights, biases, norms, first = [], [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if name.endswith(".bias"):
+        if id(p) in image_convs:
+            first.append(p)
+        elif name.endswith(".bias"):
             biases.append(p)
         elif p.ndim <= 1:
             norms.append(p)
         else:
             weights.append(p)
+    square = input_scale**2
     groups = [
         {"params": weights, "lr": lr, "weight_decay": weight_decay, "lr_mult": 1.0},
         {"params": biases, "lr": 2 * lr, "weight_decay": 0.0, "lr_mult": 2.0},
         {"params": norms, "lr": lr, "weight_decay": 0.0, "lr_mult": 1.0},
+        {"params": first, "lr": lr * square, "weight_decay": weight_decay / square, "lr_mult": square},
     ]
     return [g for g in groups if g["params"]]
 
 
-def make_optimizer(model: nn.Module, *, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+def make_optimizer(
+    model: nn.Module, *, lr: float, momentum: float, weight_decay: float, input_scale: float = 1.0
+) -> torch.optim.SGD:
     """SGD with momentum over ``parameter_groups``."""
-    return torch.optim.SGD(parameter_groups(model, lr, weight_decay), lr=lr, momentum=momentum)
+    return torch.optim.SGD(parameter_groups(model, lr, weight_decay, input_scale), lr=lr, momentum=momentum)
 
 
 def lr_factor(step: int, *, total: int, schedule: str, power: float = 0.9, warmup: int = 0) -> float:

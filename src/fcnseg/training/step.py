@@ -39,7 +39,11 @@ class SGDStep:
         if device.type == "cpu":
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(
-            self.model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            self.model,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            input_scale=config.input_scale,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)
         self.lr = config.lr

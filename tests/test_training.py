@@ -275,6 +275,14 @@ def test_input_scale_reproduces_caffe_steps_on_the_image_convolution() -> None:
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_training_does_not_keep_decoded_images_unless_asked(shapes: Path, tmp_path: Path) -> None:
+    # A cache of every decoded pair, per worker, is 25 GB per worker for Cityscapes: off unless --cache is given.
+    base = Trainer(_config(shapes, tmp_path / "a")).train_set.base
+    assert base.load(0)[0] is not base.load(0)[0]  # decoded afresh each time
+    cached = Trainer(_config(shapes, tmp_path / "b", cache=True)).train_set.base
+    assert cached.load(0)[0] is cached.load(0)[0]
+
+
 def test_train_command_writes_a_complete_run_folder(shapes: Path, tmp_path: Path) -> None:
     config = tmp_path / "train.yaml"
     config.write_text(

@@ -93,6 +93,8 @@ class Trainer:
         options = _dataset_options(c)
         base = build_dataset(c.dataset, c.data_root, c.train_split, cache=c.cache, **options)
         self.classes = base.classes
+        if c.cache:
+            _log_cache_size(base, c.workers)
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         augment = (
             train_transforms(
@@ -290,6 +292,19 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _log_cache_size(dataset: Any, workers: int) -> None:
+    """Estimate what ``--cache`` will hold from the first pair: every pair, once per worker process."""
+    image, mask = dataset.load(0)
+    pair = image.numel() * image.element_size() + mask.numel() * mask.element_size()
+    total = pair * len(dataset) * max(workers, 1)
+    log.info(
+        "--cache will hold about %.2f GB (%d pairs like the first, in %d process(es))",
+        total / 1e9,
+        len(dataset),
+        max(workers, 1),
+    )
 
 
 def _whole_image_transforms(config: TrainConfig, mean, std):

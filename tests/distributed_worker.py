@@ -4,6 +4,7 @@ Environment:
     FCNSEG_TEST_HASHES: a folder; each rank writes ``rank<R>.json``, the SHA-256 of its parameters after each step.
     FCNSEG_TEST_INTERRUPT: ``RANK:STEP``, that rank raises KeyboardInterrupt before step STEP + 1 (a SIGTERM).
     FCNSEG_TEST_FAIL: ``RANK:STEP``, that rank raises RuntimeError before step STEP + 1.
+    FCNSEG_TEST_HANG: ``RANK:STEP``, that rank stops answering (sleeps for an hour) before step STEP + 1.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from fcnseg.cli.main import main
@@ -32,7 +34,7 @@ def _digest(trainer: Trainer) -> str:
 
 def _install_hooks() -> None:
     step, hashes = Trainer.train_step, os.environ.get("FCNSEG_TEST_HASHES")
-    interrupt, fail = _at("FCNSEG_TEST_INTERRUPT"), _at("FCNSEG_TEST_FAIL")
+    interrupt, fail, hang = _at("FCNSEG_TEST_INTERRUPT"), _at("FCNSEG_TEST_FAIL"), _at("FCNSEG_TEST_HANG")
     digests: list[str] = []
 
     def hooked(self: Trainer, images, masks):
@@ -41,6 +43,8 @@ def _install_hooks() -> None:
             raise KeyboardInterrupt("test interruption")
         if where == fail:
             raise RuntimeError(f"test failure on rank {self.world.rank} at step {self.step}")
+        if where == hang:
+            time.sleep(3600)
         loss = step(self, images, masks)
         if hashes:
             digests.append(_digest(self))

@@ -153,16 +153,25 @@ def distributed_session(device_name: str = "auto", timeout_s: float = 600.0) -> 
         logger.setLevel(logging.WARNING)
     try:
         yield world
-    except dist.DistError as err:
+    except RuntimeError as err:
+        if not _lost_peer(err):
+            raise
         raise RuntimeError(
             f"rank {world.rank} of {world.size}: another process of the run failed, died or did not answer within "
-            f"{timeout_s:g} s ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-            "see the first error in the log"
+            f"--dist-timeout {timeout_s:g} s; the first error in the log (or a process killed for lack of memory) "
+            f"is the cause. ({type(err).__name__}: {str(err).strip().splitlines()[-1][:300]})"
         ) from err
     finally:
         logger.setLevel(level)
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+
+
+def _lost_peer(err: RuntimeError) -> bool:
+    """Whether ``err`` is a collective that failed for want of a peer (Gloo raises plain RuntimeErrors)."""
+    text = str(err)
+    signs = ("Timed out", "timed out", "Connection closed", "Connection reset", "Broken pipe", "NCCL", "gloo")
+    return isinstance(err, dist.DistError) or any(sign in text for sign in signs)
 
 
 def share(batch: Sequence[T], world: World) -> list[T]:

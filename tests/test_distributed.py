@@ -96,7 +96,8 @@ def two_process_run(shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """Six steps on two processes of batch 2, with per-step parameter hashes of each rank."""
     out = tmp_path_factory.mktemp("ddp")
     result = torchrun(
-        [str(WORKER), "train", *_flags(shapes, out / "run", PER_PROCESS)], env={"FCNSEG_TEST_HASHES": str(out)}
+        [str(WORKER), "train", *_flags(shapes, out / "run", PER_PROCESS), "--tensorboard"],
+        env={"FCNSEG_TEST_HASHES": str(out)},
     )
     _ok(result)
     assert "world size 2, backend gloo" in result.stderr and result.stderr.count("world size 2") == 1
@@ -148,6 +149,18 @@ def test_two_processes_train_like_one_with_the_global_batch(shapes: Path, two_pr
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses == pytest.approx([r["loss"] for r in ones if "loss" in r], rel=1e-5)  # the global batch's loss
     assert single["steps"] == ITERS
+
+
+@pytest.mark.slow
+def test_rank_0_alone_writes_tensorboard_events(two_process_run: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list((two_process_run / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1  # one writer: rank 0's
+    board = EventAccumulator(str(events[0])).Reload()
+    assert [e.step for e in board.Scalars("loss")] == list(range(1, ITERS + 1))
+    assert [e.step for e in board.Scalars("val/mean_iou")] == [3, 6]
 
 
 @pytest.mark.slow

@@ -31,8 +31,8 @@ ITERS, PER_PROCESS = 6, 2
 
 # Two processes add the two halves' gradients in another order than one process summing the whole batch (and run
 # one thread each, where the single process runs two, so oneDNN may block its sums differently): the weights differ
-# by float32 rounding, carried through six steps of SGD with momentum. Measured: at most 6e-8 (absolute) over the
-# 750k parameters. The bound is ~150x that, and 30x below the 3e-4 that a per-process loss normalisation gives
+# by float32 rounding, carried through six steps of SGD with momentum. Measured: at most 8e-7 (absolute) over the
+# 750k parameters. The bound is ~13x that, and 30x below the 3e-4 that a per-process loss normalisation gives
 # (measured with that bug put in: it weights the processes' pixels unequally when their crops hold different
 # numbers of void pixels); the weights themselves move by up to 3e-2 in these steps.
 ATOL, RTOL = 1e-5, 1e-4

@@ -2,6 +2,7 @@
 
 Prints per-class IoU/accuracy and the paper's four metrics (pixel accuracy, mean accuracy, mean IoU, frequency
 weighted IoU) and, with ``--out``/``--json``, writes them as JSON with a confusion-matrix and a samples PNG.
+Under ``torchrun`` each process evaluates part of the split; rank 0 prints and writes the metrics of the whole split.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from fcnseg.cli.dataset_args import add_dataset_arguments, dataset_options
 from fcnseg.cli.main import UserError
 from fcnseg.data import build_dataset, eval_transforms
+from fcnseg.utils.distributed import World, distributed_session
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,13 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     )
     p.add_argument("--workers", metavar="N", type=int, default=2, help="data loading processes (default: 2)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--dist-timeout",
+        metavar="S",
+        type=float,
+        default=600.0,
+        help="under torchrun, seconds a process waits for the others before it fails (default: 600)",
+    )
     p.set_defaults(run=run)
     return p
 
@@ -113,14 +122,22 @@ def _dataset_num_classes(dataset: object) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate ``args.checkpoint`` on ``args.dataset``/``args.split``; print the table, write the report."""
+    mode = _check_args(args)
+    if not args.checkpoint.is_file():
+        raise UserError(f"checkpoint {args.checkpoint} not found; pass the .pt file written by `fcnseg train`")
+    if args.dist_timeout <= 0:
+        raise UserError(f"--dist-timeout must be positive, got {args.dist_timeout}")
+    _device(args.device)  # a clear error for a bad --device before any process group is joined
+    with distributed_session(args.device or "auto", args.dist_timeout) as world:
+        return _evaluate(args, mode, world)
+
+
+def _evaluate(args: argparse.Namespace, mode: str, world: World) -> int:
     # Imported here, not at the top: `fcnseg --help` imports every subcommand module and should stay light.
     from fcnseg.evaluation import evaluate, format_table, write_report
     from fcnseg.training.checkpoint import load_checkpoint, model_from_checkpoint
 
-    mode = _check_args(args)
-    if not args.checkpoint.is_file():
-        raise UserError(f"checkpoint {args.checkpoint} not found; pass the .pt file written by `fcnseg train`")
-    device = _device(args.device)
+    device = world.device
     ckpt = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(ckpt)
     classes, norm = ckpt["classes"], ckpt["normalization"]
@@ -164,7 +181,10 @@ def run(args: argparse.Namespace) -> int:
         mean=norm["mean"],
         std=norm["std"],
         num_workers=args.workers,
+        world=world,
     )
+    if not world.is_main:  # every process holds the same metrics; rank 0 reports and writes them
+        return 0
     print(format_table(result.metrics))
     rate = result.num_images / max(result.seconds, 1e-9)
     print(f"{result.num_images} images in {result.seconds:.1f} s ({rate:.2f} img/s)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from fcnseg.training.config import add_config_arguments, config_from_args
 
@@ -23,5 +24,6 @@ def run(args: argparse.Namespace) -> int:
     from fcnseg.training.loop import train
 
     summary = train(config_from_args(args))
-    print(json.dumps(summary, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports for all
+        print(json.dumps(summary, indent=2))
     return 0

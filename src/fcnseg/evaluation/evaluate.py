@@ -2,6 +2,8 @@
 
 Inference goes through :func:`fcnseg.inference.engine.segment_logits`, the engine shared with ``fcnseg predict``,
 so that whole-image, sliding-window, multi-scale and flip evaluation score exactly what prediction produces.
+Under ``torchrun`` each process evaluates its own contiguous part of the split and the confusion matrices are
+summed, so every process gets the metrics of the whole split, equal to a one-process evaluation.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from fcnseg.evaluation.metrics import IGNORE_INDEX, ConfusionMatrix
+from fcnseg.evaluation.metrics import IGNORE_INDEX, ConfusionMatrix, metrics_from_matrix
 from fcnseg.evaluation.plots import default_palette, plot_confusion, plot_samples
+from fcnseg.utils.distributed import World, all_reduce_sum, shard
 from fcnseg.utils.io import write_text
 
 __all__ = ["EvalResult", "Sample", "class_names_colors", "evaluate", "format_table", "write_report"]
@@ -156,6 +159,7 @@ def evaluate(
     std: Sequence[float] | None = None,
     num_workers: int = 0,
     ignore_index: int = IGNORE_INDEX,
+    world: World | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on every item of ``dataset`` and compute the paper's metrics over the whole split.
 
@@ -178,6 +182,9 @@ def evaluate(
         std: normalisation std, with ``mean``.
         num_workers: DataLoader worker processes.
         ignore_index: void label of the masks.
+        world: with several processes (``torchrun``), each evaluates its part of ``dataset`` and all get the metrics
+            of the whole split; samples come from rank 0's part, the start of the split. Give ``model`` itself, not
+            its DistributedDataParallel wrapper (the parts may differ in size by one image).
 
     Returns:
         An :class:`EvalResult`.
@@ -207,8 +214,9 @@ def evaluate(
             model, x, tile_size=tile, overlap=overlap, scales=tuple(scales), flip=flip, precision=precision
         )
 
+    world = world or World()
     loader = DataLoader(
-        dataset,
+        shard(dataset, world),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
@@ -221,12 +229,16 @@ def evaluate(
     start = time.perf_counter()
     try:
         result = EvalResult({}, cm.matrix, settings=settings)
-        _accumulate(infer, loader, device, cm, result, num_samples, (mean, std), progress)
+        _accumulate(infer, loader, device, cm, result, num_samples, (mean, std), progress and world.is_main)
     finally:
         model.train(was_training)
+    matrix = cm.matrix
+    if world.enabled:  # every process ends with the counts of the whole split
+        counts = all_reduce_sum(torch.cat([matrix.view(-1), torch.tensor([result.num_images])]), world)
+        matrix, result.num_images = counts[:-1].view_as(matrix), int(counts[-1])
     result.seconds = time.perf_counter() - start
-    result.matrix = cm.matrix
-    result.metrics = cm.compute(names)
+    result.matrix = matrix
+    result.metrics = metrics_from_matrix(matrix, names)
     logger.info(
         "%d images in %.1f s: mean IoU %.2f%%, pixel acc %.2f%%",
         result.num_images,

@@ -74,7 +74,7 @@ class TrainConfig:
     preset: str = _f("modern", "modern (poly schedule, momentum 0.9, crops) or paper (fixed lr, 0.99, sum, batch 1)")
     iters: int | None = _f(None, "number of optimiser steps (default: 2000 unless --epochs)")
     epochs: int | None = _f(None, "number of passes over the training split")
-    batch_size: int = _f(8, "images per step")
+    batch_size: int = _f(8, "images per step (per process under torchrun: the global batch is this x world size)")
     crop_size: tuple[int, int] | None = _f((320, 320), "training crop H W (none: whole images)", nargs=2)
     scale_range: tuple[float, float] | None = _f((0.5, 2.0), "random scale range LOW HIGH (none: no scaling)", nargs=2)
     hflip: bool = _f(True, "random horizontal flips")
@@ -105,6 +105,9 @@ class TrainConfig:
     val_every: int = _f(500, "validate (and save last.pt/best.pt) every N steps, and at the end")
     log_every: int = _f(20, "log a metrics row every N steps")
     resume: bool = _f(False, "continue the run in --out from its last.pt")
+    tensorboard: bool = _f(False, "also write metrics to OUT/tensorboard (needs the tensorboard package)")
+    sync_bn: bool = _f(True, "under torchrun on GPUs, batch norm over the global batch (SyncBatchNorm)")
+    dist_timeout: float = _f(600.0, "under torchrun, seconds a process waits for the others before it fails")
 
     def resolved(self) -> TrainConfig:
         """Check values and fill derived defaults."""
@@ -131,6 +134,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.dist_timeout <= 0:
+            raise ValueError(f"--dist-timeout must be positive, got {self.dist_timeout}")
         for name in ("lr", "input_scale", "stage_lr_factor"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")

@@ -2,7 +2,9 @@
 
 Each sample's augmentation is drawn from a generator seeded by (run seed, epoch, index), and each epoch's order
 from (run seed, epoch), so a run is repeatable whatever the number of workers, and ``--resume`` continues with
-exactly the batches the interrupted run would have seen.
+exactly the batches the interrupted run would have seen. Under ``torchrun`` the batches are global: each process
+takes its contiguous part of every batch, so N processes with batch B see exactly the samples of one process with
+batch N x B, and a run may resume on another number of processes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fcnseg.data import pad_collate
+from fcnseg.utils.distributed import World, share
 
 Key = tuple[int, int]  # (epoch, index into the dataset)
 
@@ -39,12 +42,23 @@ class EpochBatches(Sampler[list[Key]]):
     """Batches of ``(epoch, index)`` keys from ``(start_epoch, start_position)`` on, epoch after epoch.
 
     Each epoch is a permutation seeded by ``(seed, epoch)``; its incomplete last batch is dropped (when the split
-    holds at least one full batch) so that batch-norm never sees a batch of one.
+    holds at least one full batch) so that batch-norm never sees a batch of one. ``batch_size`` is the global batch;
+    with a ``world`` of several processes, each iterates over its own part of every batch (:func:`share`), while
+    ``start_epoch`` and ``start_position`` count the samples of whole global batches.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, start_epoch: int = 0, start_position: int = 0) -> None:
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int,
+        start_epoch: int = 0,
+        start_position: int = 0,
+        world: World | None = None,
+    ) -> None:
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.start_epoch, self.start_position = start_epoch, start_position
+        self.world = world or World()
 
     def batches_per_epoch(self) -> int:
         return max(1, self.size // self.batch_size)
@@ -54,9 +68,11 @@ class EpochBatches(Sampler[list[Key]]):
         return min(self.size, self.batches_per_epoch() * self.batch_size)
 
     def advance(self, keys: list[Key]) -> None:
-        """Move the start past the batch ``keys``, so that a new iterator (or a resumed run) continues after it."""
+        """Move the start past the global batch of which ``keys`` is (this process's part), so that a new iterator
+        (or a resumed run) continues after it."""
         epoch = keys[-1][0]
-        position = (self.start_position if epoch == self.start_epoch else 0) + len(keys)
+        start = self.start_position if epoch == self.start_epoch else 0
+        position = start + min(self.batch_size, self.size - start)  # the length of the global batch
         if position >= self.epoch_length():
             epoch, position = epoch + 1, 0
         self.start_epoch, self.start_position = epoch, position
@@ -66,7 +82,7 @@ class EpochBatches(Sampler[list[Key]]):
         while True:
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
             for start in range(position, self.epoch_length(), self.batch_size):
-                yield [(epoch, int(i)) for i in order[start : start + self.batch_size]]
+                yield share([(epoch, int(i)) for i in order[start : start + self.batch_size]], self.world)
             epoch, position = epoch + 1, 0
 
 

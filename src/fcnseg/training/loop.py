@@ -1,4 +1,8 @@
-"""``train(config)``: the training loop, with validation, checkpoints, logs, plots and exact resume."""
+"""``train(config)``: the training loop, with validation, checkpoints, logs, plots and exact resume.
+
+Under ``torchrun`` every process runs the same loop on its part of each global batch (see
+:mod:`fcnseg.utils.distributed`); validation is sharded across the processes, and rank 0 alone writes the run folder.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from fcnseg.data import (
 from fcnseg.evaluation import evaluate
 from fcnseg.evaluation.plots import plot_curves
 from fcnseg.models import HEADS, create_model
+from fcnseg.utils.distributed import World, distributed_session, resolve_device
 from fcnseg.utils.io import write_text
 
 from .checkpoint import load_checkpoint, load_init_weights, make_checkpoint, save_checkpoint
@@ -34,16 +39,9 @@ from .config import TrainConfig
 from .data import EpochBatches, SeededAugmentation, training_loader
 from .step import SGDStep
 
+__all__ = ["RunLog", "Trainer", "resolve_device", "train"]
+
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA device")
-    return torch.device(name)
 
 
 def _dataset_options(config: TrainConfig) -> dict[str, Any]:
@@ -62,33 +60,66 @@ def _class_weights(config: TrainConfig) -> torch.Tensor | None:
 
 
 class RunLog:
-    """``metrics.jsonl`` (one JSON object per row) and ``curves.png`` in the run folder."""
+    """``metrics.jsonl`` (one JSON object per row), ``curves.png`` and optionally TensorBoard events in the run folder.
 
-    def __init__(self, folder: Path, resume_step: int | None) -> None:
+    With ``write=False`` (processes other than rank 0) nothing is written.
+    """
+
+    def __init__(self, folder: Path, resume_step: int | None, *, write: bool = True, tensorboard: bool = False) -> None:
         self.path = folder / "metrics.jsonl"
         self.curves = folder / "curves.png"
         self.rows: list[dict] = []
+        self.write, self.board = write, None
+        if not write:
+            return
         if resume_step is not None and self.path.exists():  # drop rows written after the checkpoint
             rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
             self.rows = [r for r in rows if r["step"] <= resume_step]
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
+        if tensorboard:
+            self.board = _summary_writer(folder / "tensorboard", None if resume_step is None else resume_step + 1)
 
     def add(self, row: dict) -> None:
+        if not self.write:
+            return
         self.rows.append(row)
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        if self.board is not None:
+            for key, value in row.items():
+                if key not in ("step", "epoch") and isinstance(value, int | float):
+                    self.board.add_scalar(key.replace("val_", "val/", 1), value, row["step"])
+            self.board.flush()
 
     def plot(self) -> None:
-        plot_curves(self.rows, self.curves)
+        if self.write:
+            plot_curves(self.rows, self.curves)
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+
+
+def _summary_writer(folder: Path, purge_step: int | None):
+    """A TensorBoard writer; on resume, events from ``purge_step`` on (written after the checkpoint) are dropped."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise ValueError("--tensorboard needs the tensorboard package: pip install 'fcnseg[tensorboard]'") from err
+    return SummaryWriter(str(folder), purge_step=purge_step)
 
 
 class Trainer:
-    """State of one run: model, optimiser, data stream and counters. ``run()`` trains to the end."""
+    """State of one run: model, optimiser, data stream and counters. ``run()`` trains to the end.
 
-    def __init__(self, config: TrainConfig) -> None:
+    ``world`` is this process's place in a ``torchrun`` launch (default: a single process on ``config.device``).
+    """
+
+    def __init__(self, config: TrainConfig, world: World | None = None) -> None:
         self.config = c = config
         self.folder = Path(c.out)
-        self.device = resolve_device(c.device)
+        self.world = world or World(device=resolve_device(c.device))
+        self.device = self.world.device
         torch.manual_seed(c.seed)
         options = _dataset_options(c)
         base = build_dataset(c.dataset, c.data_root, c.train_split, cache=c.cache, **options)
@@ -109,7 +140,10 @@ class Trainer:
             if c.val_split
             else None
         )
-        self.batches = EpochBatches(len(base), c.batch_size, c.seed)
+        if len(base) < self.world.size:
+            raise ValueError(f"the training split has {len(base)} images, fewer than the {self.world.size} processes")
+        self.global_batch = c.batch_size * self.world.size
+        self.batches = EpochBatches(len(base), self.global_batch, c.seed, world=self.world)
         self.total = c.iters or c.epochs * self.batches.batches_per_epoch()
 
         model_options = {k: getattr(c, k) for k in ("at_once", "learnable_upsampling") if getattr(c, k)}
@@ -121,12 +155,14 @@ class Trainer:
         if c.init_from:
             fresh = load_init_weights(model, load_checkpoint(c.init_from))
             log.info("initialised from %s; new layers: %s", c.init_from, fresh)
-        self.sgd = SGDStep(model, c, self.device, _class_weights(c))
+        self.sgd = SGDStep(model, c, self.device, _class_weights(c), world=self.world)
         self.model, self.optimizer, self.scaler = self.sgd.model, self.sgd.optimizer, self.sgd.scaler
         self.step, self.best_miou, self.elapsed = 0, -1.0, 0.0
         if c.resume:
             self._resume()
-        self.log = RunLog(self.folder, self.step if c.resume else None)
+        self.log = RunLog(
+            self.folder, self.step if c.resume else None, write=self.world.is_main, tensorboard=c.tensorboard
+        )
 
     # --- checkpoints -------------------------------------------------------------------------------------------
 
@@ -137,6 +173,8 @@ class Trainer:
             "position": self.batches.start_position,
             "best_miou": self.best_miou,
             "elapsed": self.elapsed,
+            "global_batch": self.global_batch,
+            "world_size": self.world.size,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": torch.get_rng_state(),
@@ -159,9 +197,13 @@ class Trainer:
         state = ckpt.get("train_state")
         if state is None:
             raise ValueError(f"'{path}' holds no training state to resume from")
-        saved = {k: v for k, v in ckpt["config"].items() if k not in ("resume", "iters", "epochs")}
+        own = ("resume", "iters", "epochs", "batch_size", "tensorboard", "dist_timeout")
+        saved = {k: v for k, v in ckpt["config"].items() if k not in own}
         now = {k: v for k, v in self.config.to_dict().items() if k in saved}
         changed = {k: (saved[k], now[k]) for k in saved if _plain(saved[k]) != _plain(now[k])}
+        saved_batch = state.get("global_batch", ckpt["config"].get("batch_size"))
+        if saved_batch != self.global_batch:  # per-process batch x world size may change, their product should not
+            changed["global batch (batch size x processes)"] = (saved_batch, self.global_batch)
         if changed:
             log.warning("resuming with settings that differ from the interrupted run: %s", changed)
         self.model.load_state_dict(ckpt["state_dict"])
@@ -172,7 +214,14 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.step, self.best_miou, self.elapsed = state["step"], state["best_miou"], state["elapsed"]
         self.batches.start_epoch, self.batches.start_position = state["epoch"], state["position"]
-        log.info("resumed %s at step %d of %d", path, self.step, self.total)
+        log.info(
+            "resumed %s at step %d of %d (written by %d processes, continued by %d)",
+            path,
+            self.step,
+            self.total,
+            state.get("world_size", 1),
+            self.world.size,
+        )
 
     # --- the loop ----------------------------------------------------------------------------------------------
 
@@ -186,6 +235,7 @@ class Trainer:
             device=self.device,
             precision=self.config.precision,
             progress=False,
+            world=self.world,
         )
         return result.metrics
 
@@ -193,6 +243,8 @@ class Trainer:
         miou = metrics.get("mean_iou", -1.0)
         improved = miou > self.best_miou or self.val_set is None
         self.best_miou = max(self.best_miou, miou)
+        if not self.world.is_main:
+            return
         ckpt = self._checkpoint(metrics)
         save_checkpoint(ckpt, self.folder / "last.pt")
         if improved:
@@ -227,7 +279,7 @@ class Trainer:
             self.batches.advance(keys)
             window["loss"] += loss
             window["steps"] += 1
-            window["images"] += len(keys)
+            window["images"] += len(keys) * self.world.size
             bar.update(1)
             if self.step % c.log_every == 0 or self.step == self.total:
                 seconds = time.perf_counter() - window["start"]
@@ -250,22 +302,34 @@ class Trainer:
 
     def run(self) -> dict:
         """Train to ``total`` steps; Ctrl-C or SIGTERM saves ``last.pt`` first. Returns a summary."""
-        c = self.config
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_text(self.folder / "config.json", json.dumps(c.to_dict(), indent=2) + "\n")
-        log.info("training %s on %s/%s for %d steps -> %s", c.model, c.dataset, c.train_split, self.total, self.folder)
+        c, main = self.config, self.world.is_main
+        if main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_text(self.folder / "config.json", json.dumps(c.to_dict(), indent=2) + "\n")
+        log.info(
+            "training %s on %s/%s for %d steps of %d images (%d per process) -> %s",
+            c.model,
+            c.dataset,
+            c.train_split,
+            self.total,
+            self.global_batch,
+            c.batch_size,
+            self.folder,
+        )
         self.model.train()
         loader = iter(training_loader(self.train_set, self.batches, workers=c.workers, pin=self.device.type == "cuda"))
-        bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
         try:
             with _sigterm_as_interrupt():
                 metrics = self._loop(loader, bar)
         except KeyboardInterrupt:
-            log.warning("interrupted at step %d: saving last.pt so that --resume can continue", self.step)
-            save_checkpoint(self._checkpoint({}), self.folder / "last.pt")
+            if main:
+                log.warning("interrupted at step %d: saving last.pt so that --resume can continue", self.step)
+                save_checkpoint(self._checkpoint({}), self.folder / "last.pt")
             raise
         finally:
             bar.close()
+            self.log.close()
         summary = {
             "model": c.model,
             "steps": self.step,
@@ -273,7 +337,9 @@ class Trainer:
             "final": _brief(metrics),
             "best_val_mean_iou": self.best_miou,
         }
-        write_text(self.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+        if main:
+            write_text(self.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+        self.world.barrier()  # the run (and its files) ends for all processes together
         return summary
 
 
@@ -365,12 +431,18 @@ def train(config: TrainConfig) -> dict:
 
     With ``staged`` and ``resume``, finished stages are kept, the interrupted one continues from its ``last.pt`` and
     the ones not yet started start fresh from the previous stage's ``best.pt``.
+    Under ``torchrun``, each process trains on its part of every global batch (see :mod:`fcnseg.utils.distributed`).
 
     Returns:
         A summary: steps, training seconds, final and best validation metrics (per stage when staged).
     """
+    with distributed_session(config.device, config.dist_timeout) as world:
+        return _train(config, world)
+
+
+def _train(config: TrainConfig, world: World) -> dict:
     if not config.staged:
-        return Trainer(config).run()
+        return Trainer(config, world).run()
     summaries = {}
     for stage_config in stage_configs(config):
         folder, stage = Path(stage_config.out), stage_config.model.partition("_")[0]
@@ -380,5 +452,5 @@ def train(config: TrainConfig) -> dict:
             summaries[stage] = finished
             continue
         stage_config.resume = config.resume and (folder / "last.pt").is_file()
-        summaries[stage] = Trainer(stage_config).run()
+        summaries[stage] = Trainer(stage_config, world).run()
     return {"stages": summaries, "train_seconds": round(sum(s["train_seconds"] for s in summaries.values()), 1)}

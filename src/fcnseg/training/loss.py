@@ -29,10 +29,20 @@ def segmentation_loss(
     """
     if normalization not in ("mean", "sum"):
         raise ValueError(f"loss normalization must be 'mean' or 'sum', not {normalization!r}")
+    total, count = loss_terms(logits, target, class_weights=class_weights)
+    return total if normalization == "sum" else total / count.clamp(min=1)
+
+
+def loss_terms(
+    logits: torch.Tensor, target: torch.Tensor, *, class_weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed (weighted) cross-entropy over labelled pixels and their (weighted) number.
+
+    The two parts of :func:`segmentation_loss`, kept apart so that distributed training can normalise by the
+    labelled pixels of the whole global batch. Shapes as in :func:`segmentation_loss`; both results are scalars.
+    """
     weight = None if class_weights is None else class_weights.to(device=logits.device, dtype=torch.float32)
-    loss = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE_INDEX, reduction="sum")
-    if normalization == "sum":
-        return loss
+    total = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE_INDEX, reduction="sum")
     labelled = target != IGNORE_INDEX
-    denominator = labelled.sum() if weight is None else weight[target[labelled]].sum()
-    return loss / denominator.clamp(min=1)
+    count = labelled.sum() if weight is None else weight[target[labelled]].sum()
+    return total, count

@@ -1,6 +1,8 @@
 """``SGDStep``: one training step (forward, loss, backward, update), set up the way ``fcnseg train`` runs it.
 
-The trainer and the training benchmark both use it, so the benchmark measures exactly the step users get.
+The trainer and the training benchmark both use it, so the benchmark measures exactly the step users get. Under
+``torchrun`` the step runs through DistributedDataParallel and its loss is normalised over the global batch (see
+:mod:`fcnseg.utils.distributed`).
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ import torch
 from torch import nn
 
 from fcnseg.inference.engine import autocast_dtype
+from fcnseg.utils.distributed import World, global_loss, sync_batch_norm, wrap_model
 
 from .config import TrainConfig
-from .loss import segmentation_loss
+from .loss import loss_terms
 from .optim import lr_factor, make_optimizer, set_lr
 
 __all__ = ["SGDStep"]
@@ -21,7 +24,9 @@ class SGDStep:
     """The model on ``device``, the paper's SGD parameter groups, autocast at ``config.precision`` and a grad scaler.
 
     On the CPU the model and the images are channels_last, where oneDNN convolutions are fastest. The learning rate
-    of each step follows ``config``'s schedule; ``lr`` holds the last one used.
+    of each step follows ``config``'s schedule; ``lr`` holds the last one used. ``model`` is the model itself (what
+    checkpoints save), ``network`` what runs the step: ``model`` in DistributedDataParallel when ``world`` has
+    several processes, with SyncBatchNorm where ``config.sync_bn`` asks for it and the GPUs allow it.
     """
 
     def __init__(
@@ -30,12 +35,16 @@ class SGDStep:
         config: TrainConfig,
         device: torch.device,
         class_weights: torch.Tensor | None = None,
+        world: World | None = None,
     ) -> None:
         self.config, self.device, self.class_weights = config, device, class_weights
+        self.world = world or World(device=device)
         self.amp = autocast_dtype(config.precision, device)
         if self.amp is torch.float16 and device.type != "cuda":
             raise ValueError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
         self.model = model.to(device)
+        if config.sync_bn:
+            self.model = sync_batch_norm(self.model, self.world)
         if device.type == "cpu":
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(
@@ -45,11 +54,12 @@ class SGDStep:
             weight_decay=config.weight_decay,
             input_scale=config.input_scale,
         )
+        self.network = wrap_model(self.model, self.world)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)
         self.lr = config.lr
 
     def __call__(self, images: torch.Tensor, masks: torch.Tensor, step: int, total: int) -> float:
-        """Step number ``step`` of ``total`` on a batch; returns the loss."""
+        """Step number ``step`` of ``total`` on a batch; returns the loss (of the global batch when distributed)."""
         c = self.config
         factor = lr_factor(step, total=total, schedule=c.schedule, power=c.poly_power, warmup=c.warmup)
         self.lr = set_lr(self.optimizer, c.lr, factor)
@@ -58,14 +68,15 @@ class SGDStep:
             images = images.contiguous(memory_format=torch.channels_last)
         masks = masks.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            logits = self.model(images)
-        loss = segmentation_loss(logits, masks, normalization=c.loss_norm, class_weights=self.class_weights)
-        if not torch.isfinite(loss):
+            logits = self.network(images)
+        summed, count = loss_terms(logits, masks, class_weights=self.class_weights)
+        loss, value = global_loss(summed, count, mean=c.loss_norm == "mean", world=self.world)
+        if not torch.isfinite(value):  # the same value on every process, so all stop together
             raise FloatingPointError(
-                f"the loss became {loss.item()} at step {step} (learning rate {self.lr:g}); lower --lr"
+                f"the loss became {value.item()} at step {step} (learning rate {self.lr:g}); lower --lr"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss.item()
+        return value.item()

@@ -81,7 +81,9 @@ def test_prepared_model_follows_weight_updates() -> None:
         for p in model.parameters():
             p.mul_(1.5)  # in place: the packed copies are now stale
         expected = model(x)
-    torch.testing.assert_close(segment_logits(fast, x, precision="fp32"), expected, rtol=1e-4, atol=1e-5)
+    # Stale packed weights would be off by factors of 1.5 per layer; the tolerance is float32 rounding at this scale.
+    got = segment_logits(fast, x, precision="fp32")
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
 def test_flops_are_positive_and_scale_with_area() -> None:

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from test_inference_predictor import StandInFCN
 from torch import nn
 
-from fcnseg.inference.engine import autocast_dtype, choose_tile_size, segment_bands, segment_logits
+from fcnseg.core.device import autocast_dtype
+from fcnseg.inference.engine import choose_tile_size, segment_bands, segment_logits
 from fcnseg.inference.memory import MemoryModel, estimate_memory, measure_peak_bytes
 from fcnseg.inference.tiling import Span, tile_spans
 

@@ -1,7 +1,7 @@
 """Predictor: any image input, mask at the input's size, fast path (bf16 + channels_last) vs fp32, checkpoints.
 
 The helpers here (``make_model``, ``write_checkpoint``) are shared with the CLI and export tests. They use the
-real ``fcnseg.create_model`` / ``fcnseg.training.checkpoint`` when those exist, else a small stand-in FCN and a
+real ``fcnseg.create_model`` / ``fcnseg.core.checkpoint`` when those exist, else a small stand-in FCN and a
 stand-in checkpoint module that follows the format of docs/DESIGN.md.
 """
 
@@ -57,7 +57,7 @@ def _create_model_fn():
 
 def real_api() -> bool:
     """Whether the real model registry and checkpoint module are available."""
-    return _create_model_fn() is not None and importlib.util.find_spec("fcnseg.training.checkpoint") is not None
+    return _create_model_fn() is not None and importlib.util.find_spec("fcnseg.core.checkpoint") is not None
 
 
 def make_model(num_classes: int = K, *, seed: int = 0) -> nn.Module:
@@ -159,7 +159,7 @@ def test_predict_batch_matches_single_predictions(predictor: Predictor) -> None:
 
 def test_fast_path_agrees_with_fp32(predictor: Predictor) -> None:
     fast = Predictor(make_model(), precision="bf16")  # what "auto" picks on AMX / AVX512-BF16 CPUs
-    assert fast.channels_last and fast.precision == "bf16"
+    assert fast.memory_format is torch.channels_last and fast.precision == "bf16"
     agreement = np.mean(
         [(fast.predict(im) == predictor.predict(im)).mean() for im in (smooth_image(96, 128, s) for s in range(3))]
     )

@@ -10,15 +10,12 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
 from fcnseg.cli.dataset_args import add_dataset_arguments, dataset_options
 from fcnseg.cli.main import UserError
+from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device
 from fcnseg.data import build_dataset, eval_transforms
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
@@ -61,9 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="autocast precision (default: auto, bf16 where the device runs it natively)",
+        help=f"autocast precision: {PRECISION_HELP} (default: auto)",
     )
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"{DEVICE_HELP} (default: {DEFAULT_DEVICE})")
     p.add_argument("--batch-size", metavar="B", type=int, default=1, help="images per forward pass (default: 1)")
     p.add_argument(
         "--num-samples", metavar="N", type=int, default=6, help="images drawn in OUT/samples.png (default: 6)"
@@ -72,18 +69,6 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=run)
     return p
-
-
-def _device(requested: str | None) -> torch.device:
-    if requested is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError as err:
-        raise UserError(f"--device {requested!r} is not a device; use cpu, cuda or cuda:N") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was given but no CUDA GPU is available; use --device cpu")
-    return device
 
 
 def _check_args(args: argparse.Namespace) -> str:
@@ -114,13 +99,14 @@ def _dataset_num_classes(dataset: object) -> int | None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate ``args.checkpoint`` on ``args.dataset``/``args.split``; print the table, write the report."""
     # Imported here, not at the top: `fcnseg --help` imports every subcommand module and should stay light.
+    from fcnseg.core.checkpoint import load_checkpoint
     from fcnseg.evaluation import evaluate, format_table, write_report
-    from fcnseg.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from fcnseg.models import model_from_checkpoint
 
     mode = _check_args(args)
     if not args.checkpoint.is_file():
         raise UserError(f"checkpoint {args.checkpoint} not found; pass the .pt file written by `fcnseg train`")
-    device = _device(args.device)
+    device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(ckpt)
     classes, norm = ckpt["classes"], ckpt["normalization"]

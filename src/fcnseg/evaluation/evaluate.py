@@ -21,9 +21,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from fcnseg.core.device import autocast_dtype, resolve_device
+from fcnseg.core.io import write_text
 from fcnseg.evaluation.metrics import IGNORE_INDEX, ConfusionMatrix
 from fcnseg.evaluation.plots import default_palette, plot_confusion, plot_samples
-from fcnseg.utils.io import write_text
+from fcnseg.inference.engine import segment_logits
 
 __all__ = ["EvalResult", "Sample", "class_names_colors", "evaluate", "format_table", "write_report"]
 
@@ -164,7 +166,7 @@ def evaluate(
             run in eval mode (its training flag is restored afterwards).
         dataset: items ``(image (3, H, W) float normalised, mask (H, W) int64)``, void = ``ignore_index``.
         classes: the ``K`` classes (see :func:`class_names_colors`); names label ``per_class``.
-        device: where inference runs.
+        device: where inference runs (``"auto"``: see :func:`fcnseg.core.device.resolve_device`).
         batch_size: images per forward pass (images of different sizes in a batch are run one by one).
         mode: ``"whole"`` image or ``"slide"`` (sliding window of ``tile_size``).
         tile_size: window ``(height, width)`` (or one int) for ``mode="slide"``.
@@ -186,11 +188,9 @@ def evaluate(
         ValueError: bad settings, logits whose class count differs from ``classes``, or a split without any
             labelled pixel.
     """
-    from fcnseg.inference.engine import autocast_dtype, segment_logits
-
     tile = _check_settings(mode, tile_size)
     names, _ = class_names_colors(classes)
-    device = torch.device(device)
+    device = resolve_device(device)
     amp = autocast_dtype(precision, device)  # validates precision; "auto" resolves per device
     settings = {
         "mode": mode,

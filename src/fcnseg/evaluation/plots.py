@@ -1,7 +1,7 @@
 """Figures for evaluation and training: the confusion matrix, a grid of samples and training curves.
 
 Figures are built with :class:`matplotlib.figure.Figure` and the Agg canvas directly (no ``pyplot``, so no global
-figure state and no display needed) and written atomically with :func:`fcnseg.utils.io.atomic_path`.
+figure state and no display needed) and written atomically with :func:`fcnseg.core.io.atomic_path`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from fcnseg.core.io import atomic_path
 from fcnseg.inference.visualize import VOID, colorize
-from fcnseg.utils.io import atomic_path
 
 __all__ = ["default_palette", "plot_confusion", "plot_curves", "plot_samples"]
 

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fcnseg.core.io import atomic_path
 from fcnseg.inference.visualize import Colors, palette
-from fcnseg.utils.io import atomic_path
 
 __all__ = ["IMAGE_SUFFIXES", "ImageReadError", "load_image", "save_mask_png", "to_uint8"]
 

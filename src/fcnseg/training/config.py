@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device
+
 # The paper's recipe (Long et al., Sec. 4.3): fixed learning rate, momentum 0.99, unnormalised (summed) loss,
 # batches of one whole image. Its learning rate, 1e-10 for VGG16 FCN-32s on 500x500 VOC images, matches the summed
 # loss over ~250k pixels and Caffe-scale activations; other nets and image sizes need their own (see README).
@@ -68,8 +70,8 @@ class TrainConfig:
     warmup: int = _f(0, "linear warm-up steps")
     loss_norm: str = _f("mean", "mean (per labelled pixel) or sum (the paper)")
     class_weights: str = _f("none", "none or median-frequency (computed from the training split)")
-    precision: str = _f("auto", "auto, fp32, bf16 or fp16 (fp16 on CUDA only)")
-    device: str = _f("auto", "auto, cpu or cuda")
+    precision: str = _f("auto", f"{PRECISION_HELP}; fp16 on CUDA only")
+    device: str = _f(DEFAULT_DEVICE, DEVICE_HELP)
     workers: int = _f(1, "data-loading worker processes")
     cache: bool = _f(True, "decode each training image once and keep it in memory")
     seed: int = _f(0, "random seed (weights of new layers, data order, augmentation)")
@@ -84,14 +86,14 @@ class TrainConfig:
             "schedule": ("poly", "fixed"),
             "loss_norm": ("mean", "sum"),
             "class_weights": ("none", "median-frequency"),
-            "precision": ("auto", "fp32", "bf16", "fp16"),
-            "device": ("auto", "cpu", "cuda"),
+            "precision": PRECISIONS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be one of {list(allowed)}, not {getattr(self, name)!r}"
                 )
+        resolve_device(self.device)  # a name that is not a device, or a GPU that is not there, fails here
         if self.crop_size is not None:
             self.crop_size = (int(self.crop_size[0]), int(self.crop_size[1]))
         if self.scale_range is not None:

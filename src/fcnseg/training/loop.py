@@ -15,6 +15,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from fcnseg.core.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from fcnseg.core.device import resolve_device
+from fcnseg.core.io import write_text
 from fcnseg.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -26,24 +29,13 @@ from fcnseg.data import (
 )
 from fcnseg.evaluation import evaluate
 from fcnseg.evaluation.plots import plot_curves
-from fcnseg.models import HEADS, create_model
-from fcnseg.utils.io import write_text
+from fcnseg.models import HEADS, create_model, load_init_weights
 
-from .checkpoint import load_checkpoint, load_init_weights, make_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import EpochBatches, SeededAugmentation, training_loader
 from .step import SGDStep
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA device")
-    return torch.device(name)
 
 
 def _dataset_options(config: TrainConfig) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fcnseg.inference.engine import autocast_dtype
+from fcnseg.core.device import autocast, autocast_dtype, memory_format
 
 from .config import TrainConfig
 from .loss import segmentation_loss
@@ -35,9 +35,8 @@ class SGDStep:
         self.amp = autocast_dtype(config.precision, device)
         if self.amp is torch.float16 and device.type != "cuda":
             raise ValueError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
-        self.model = model.to(device)
-        if device.type == "cpu":
-            self.model.to(memory_format=torch.channels_last)
+        self.memory_format = memory_format(device)
+        self.model = model.to(device, memory_format=self.memory_format)
         self.optimizer = make_optimizer(
             self.model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
@@ -49,11 +48,9 @@ class SGDStep:
         c = self.config
         factor = lr_factor(step, total=total, schedule=c.schedule, power=c.poly_power, warmup=c.warmup)
         self.lr = set_lr(self.optimizer, c.lr, factor)
-        images = images.to(self.device, non_blocking=True)
-        if self.device.type == "cpu":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         masks = masks.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+        with autocast(self.device, self.amp):
             logits = self.model(images)
         loss = segmentation_loss(logits, masks, normalization=c.loss_norm, class_weights=self.class_weights)
         if not torch.isfinite(loss):

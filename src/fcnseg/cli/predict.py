@@ -21,7 +21,8 @@ from tqdm import tqdm
 from fcnseg.cli.main import UserError
 from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS
 from fcnseg.core.io import atomic_path
-from fcnseg.inference.images import IMAGE_SUFFIXES, ImageReadError, load_image, save_mask_png
+from fcnseg.data.decode import IMAGE_SUFFIXES
+from fcnseg.inference.images import ImageReadError, load_image, save_mask_png
 from fcnseg.inference.predictor import Predictor
 from fcnseg.inference.visualize import legend_image, overlay
 

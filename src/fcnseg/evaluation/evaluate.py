@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 
 from fcnseg.core.device import autocast_dtype, resolve_device
 from fcnseg.core.io import write_text
-from fcnseg.evaluation.metrics import IGNORE_INDEX, ConfusionMatrix
-from fcnseg.evaluation.plots import default_palette, plot_confusion, plot_samples
+from fcnseg.data.classes import IGNORE_INDEX, as_class_info
+from fcnseg.evaluation.metrics import ConfusionMatrix
+from fcnseg.evaluation.plots import plot_confusion, plot_samples
 from fcnseg.inference.engine import segment_logits
 
 __all__ = ["EvalResult", "Sample", "class_names_colors", "evaluate", "format_table", "write_report"]
@@ -68,20 +69,11 @@ def class_names_colors(classes: Any) -> tuple[list[str], np.ndarray]:
     """Names and ``(K, 3)`` uint8 colours of a class table.
 
     Args:
-        classes: a :class:`fcnseg.data.ClassInfo` (or anything with ``names`` and ``colors``), a checkpoint's
+        classes: any form :func:`fcnseg.data.as_class_info` accepts: a ``ClassInfo``, a checkpoint's
             ``{"names": [...], "colors": [...]}`` dict, or a plain sequence of names (VOC palette colours).
     """
-    if isinstance(classes, dict):
-        names, colors = classes["names"], classes.get("colors")
-    elif hasattr(classes, "names"):
-        names, colors = classes.names, getattr(classes, "colors", None)
-    else:
-        names, colors = classes, None
-    names = [str(n) for n in names]
-    palette = default_palette(len(names)) if colors is None else np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
-    if len(palette) != len(names):
-        raise ValueError(f"class table has {len(names)} names but {len(palette)} colours")
-    return names, palette
+    info = as_class_info(classes)
+    return list(info.names), np.asarray(info.colors, dtype=np.uint8).reshape(-1, 3)
 
 
 def _to_uint8_image(image: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.core.device import autocast_dtype, memory_format, resolve_device
-from fcnseg.data.classes import ClassInfo, bitget_colormap
+from fcnseg.data.classes import ClassInfo, as_class_info
 from fcnseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fcnseg.inference.engine import choose_tile_size, segment_bands, segment_logits
 from fcnseg.inference.images import load_image
@@ -29,7 +29,7 @@ from fcnseg.inference.memory import MemoryModel, estimate_memory
 from fcnseg.inference.optimize import prepare_for_inference
 from fcnseg.models import model_from_checkpoint
 
-__all__ = ["DEFAULT_MEMORY_BUDGET", "ImageLike", "Predictor", "class_info_from"]
+__all__ = ["DEFAULT_MEMORY_BUDGET", "ImageLike", "Predictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,17 +37,6 @@ DEFAULT_MEMORY_BUDGET = 2 * 2**30
 """Bytes inference may use when ``tile_size="auto"`` (2 GiB): one forward pass plus, when tiling, the logit band."""
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor
-
-
-def class_info_from(classes: Any) -> ClassInfo | None:
-    """A :class:`ClassInfo` from one, from a ``{"names", "colors"}`` dict (checkpoint format) or ``None``."""
-    if classes is None or isinstance(classes, ClassInfo):
-        return classes
-    if isinstance(classes, dict):
-        names, colors = classes["names"], classes["colors"]
-    else:
-        names, colors = classes.names, classes.colors
-    return ClassInfo(names=tuple(names), colors=tuple(tuple(int(c) for c in rgb) for rgb in colors))
 
 
 class Predictor:
@@ -94,7 +83,7 @@ class Predictor:
         self.memory_format = memory_format(self.device)  # channels_last on the CPU
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
         self._fast = prepare_for_inference(self.model, self.device, precision)  # shares the model's weights
-        self._classes = class_info_from(classes)
+        self._classes = None if classes is None else as_class_info(classes)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.precision = precision
@@ -123,7 +112,7 @@ class Predictor:
         if self._classes is None:
             with torch.inference_mode():
                 k = self.model(self._prepare([Image.new("RGB", (64, 64))])).shape[1]
-            self._classes = ClassInfo(names=tuple(f"class_{i}" for i in range(k)), colors=bitget_colormap(k))
+            self._classes = as_class_info([f"class_{i}" for i in range(k)])  # VOC colours
         return self._classes
 
     def _prepare(self, images: Sequence[Image.Image]) -> Tensor:

@@ -6,9 +6,17 @@ import argparse
 
 import pytest
 import torch
+from conftest import cpu_native_bf16
 
 from fcnseg.cli.main import build_parser
-from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, memory_format, resolve_device
+from fcnseg.core.device import (
+    DEFAULT_DEVICE,
+    DEVICE_HELP,
+    autocast_dtype,
+    cpu_has_native_bf16,
+    memory_format,
+    resolve_device,
+)
 from fcnseg.training.config import TrainConfig
 
 HAS_CUDA = torch.cuda.is_available()
@@ -38,6 +46,27 @@ def test_cuda_index_beyond_the_gpus_is_an_error() -> None:
     assert resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(ValueError, match="sees only"):
         resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_named_precisions_are_taken_as_given() -> None:
+    assert autocast_dtype("fp32", "cpu") is None
+    assert autocast_dtype("bf16", "cpu") is torch.bfloat16
+    assert autocast_dtype("fp16", "cpu") is torch.float16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        autocast_dtype("int8", "cpu")
+
+
+def test_auto_precision_on_the_cpu_follows_its_bf16_flags() -> None:
+    """Exactly bf16 where the CPU has AVX512-BF16 or AMX (read from /proc/cpuinfo, not from PyTorch), else fp32."""
+    native = cpu_native_bf16()
+    assert cpu_has_native_bf16() is native
+    assert autocast_dtype("auto", "cpu") is (torch.bfloat16 if native else None)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_auto_precision_on_cuda_is_bf16_from_ampere_on() -> None:
+    major, _ = torch.cuda.get_device_capability()  # bf16 tensor cores arrived with compute capability 8.0
+    assert autocast_dtype("auto", "cuda") is (torch.bfloat16 if major >= 8 else None)
 
 
 def test_channels_last_on_the_cpu_only() -> None:

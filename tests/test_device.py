@@ -69,6 +69,17 @@ def test_auto_precision_on_cuda_is_bf16_from_ampere_on() -> None:
     assert autocast_dtype("auto", "cuda") is (torch.bfloat16 if major >= 8 else None)
 
 
+@pytest.mark.parametrize(
+    ("capability", "expected"), [((7, 5), None), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)]
+)
+def test_auto_precision_on_cuda_skips_emulated_bf16(monkeypatch: pytest.MonkeyPatch, capability, expected) -> None:
+    """A Turing GPU (7.5) emulates bf16, slower than fp16; torch.cuda.is_bf16_supported() says yes there anyway."""
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert autocast_dtype("auto", "cuda") is expected
+
+
 def test_channels_last_on_the_cpu_only() -> None:
     assert memory_format("cpu") is torch.channels_last
     assert memory_format(torch.device("cuda")) is torch.contiguous_format  # a device name needs no GPU

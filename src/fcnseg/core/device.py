@@ -72,7 +72,7 @@ def cpu_has_native_bf16() -> bool:
 def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``; ``None`` means plain float32.
 
-    ``"auto"`` picks bf16 on a CPU with AMX or AVX512-BF16 and on a CUDA device that supports bf16, else fp32.
+    ``"auto"`` picks bf16 on a CPU with AMX or AVX512-BF16 and on a CUDA GPU with bf16 tensor cores, else fp32.
 
     Raises:
         ValueError: ``precision`` is not one of :data:`PRECISIONS`.
@@ -84,9 +84,15 @@ def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | 
         return _DTYPES[precision]
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and _cuda_has_native_bf16(device):
         return torch.bfloat16
     return None
+
+
+def _cuda_has_native_bf16(device: torch.device) -> bool:
+    """bf16 tensor cores: compute capability 8.0 (Ampere) or later, or ROCm. ``torch.cuda.is_bf16_supported()``
+    also says yes where bf16 is only emulated (slower than fp16), and asks the current device, not ``device``."""
+    return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def autocast(device: torch.device | str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -69,7 +69,7 @@ def child(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from fcnseg.inference.engine import autocast_dtype
+    from fcnseg.core.device import autocast_dtype
     from fcnseg.inference.images import save_mask_png
     from fcnseg.inference.predictor import Predictor
     from fcnseg.models import create_model

@@ -18,6 +18,19 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively, read from the kernel's CPU flags (not from PyTorch).
+
+    Skips the calling test where ``/proc/cpuinfo`` is not there to ask (not Linux).
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        pytest.skip("/proc/cpuinfo is not available to detect bf16 support")
+    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.partition(":")[2].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def require(path: Path) -> Path:
     """Skip the calling test when a file from ../shared is absent (a checkout without the shared folder)."""
     if not path.exists():

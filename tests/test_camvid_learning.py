@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import CAMVID
 
+from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.data import build_dataset
 from fcnseg.evaluation import ConfusionMatrix
-from fcnseg.training.checkpoint import load_checkpoint
 
 
 def _trivial_miou() -> float:

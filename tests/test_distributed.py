@@ -18,12 +18,13 @@ import pytest
 import torch
 
 from fcnseg.cli.main import main
+from fcnseg.core.checkpoint import load_checkpoint
+from fcnseg.core.distributed import World, global_loss, shard, share
 from fcnseg.data.synthetic import write_shapes_dataset
-from fcnseg.training.checkpoint import load_checkpoint, model_from_checkpoint
+from fcnseg.models import model_from_checkpoint
 from fcnseg.training.config import TrainConfig
 from fcnseg.training.data import EpochBatches
 from fcnseg.training.loop import train
-from fcnseg.utils.distributed import World, global_loss, shard, share
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")

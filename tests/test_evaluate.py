@@ -260,9 +260,9 @@ def folder_split(tmp_path):
 
 @pytest.fixture
 def fake_checkpoint(tmp_path, monkeypatch):
-    """A checkpoint file and a stand-in ``fcnseg.training.checkpoint`` that rebuilds the stub model from it."""
-    import sys
-    import types
+    """A checkpoint file, with ``load_checkpoint`` and ``model_from_checkpoint`` replaced to rebuild the stub model."""
+    import fcnseg.core.checkpoint
+    import fcnseg.models
 
     path = tmp_path / "model.pt"
     torch.save({"format": "fcnseg-checkpoint"}, path)
@@ -271,10 +271,10 @@ def fake_checkpoint(tmp_path, monkeypatch):
         # mean 0, std 1/255 undo ToDtype's scaling: the normalised red channel is the stored byte, i.e. the class
         "normalization": {"mean": [0.0, 0.0, 0.0], "std": [1 / 255] * 3},
     }
-    module = types.ModuleType("fcnseg.training.checkpoint")
-    module.load_checkpoint = lambda p: ckpt
-    module.model_from_checkpoint = lambda c: ChannelZeroIsPrediction(len(c["classes"]["names"])).eval()
-    monkeypatch.setitem(sys.modules, "fcnseg.training.checkpoint", module)
+    monkeypatch.setattr(fcnseg.core.checkpoint, "load_checkpoint", lambda p: ckpt)
+    monkeypatch.setattr(
+        fcnseg.models, "model_from_checkpoint", lambda c: ChannelZeroIsPrediction(len(c["classes"]["names"])).eval()
+    )
     return path
 
 

@@ -13,9 +13,9 @@ from fcnseg.cli.main import main
 
 
 @pytest.fixture
-def checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def checkpoint(tmp_path: Path) -> Path:
     path = tmp_path / "model.pt"
-    write_checkpoint(path, monkeypatch)
+    write_checkpoint(path)
     return path
 
 

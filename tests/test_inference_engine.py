@@ -8,10 +8,10 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from test_inference_predictor import StandInFCN
+from conftest import cpu_native_bf16
 from torch import nn
 
-from fcnseg.inference.engine import autocast_dtype, choose_tile_size, segment_bands, segment_logits
+from fcnseg.inference.engine import choose_tile_size, segment_bands, segment_logits
 from fcnseg.inference.memory import MemoryModel, estimate_memory, measure_peak_bytes
 from fcnseg.inference.tiling import Span, tile_spans
 
@@ -33,6 +33,23 @@ class LocalNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+
+class StandInFCN(nn.Module):
+    """Stride-8 features, 1x1 score layer, transposed-conv x8 upsampling cropped to the input (as FCN does)."""
+
+    def __init__(self, num_classes: int = K) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(), nn.Conv2d(32, 32, 3, 2, 1)
+        )
+        self.score = nn.Conv2d(32, num_classes, 1)
+        self.up = nn.ConvTranspose2d(num_classes, num_classes, 16, stride=8, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        y = self.up(self.score(self.features(x)))  # (N, K, 8 * ceil(H / 8) + 8, ...)
+        return y[:, :, 4 : 4 + h, 4 : 4 + w]  # crop to the input size, like FCN's crop layers
 
 
 class StridedNet(nn.Module):
@@ -157,21 +174,28 @@ def test_flip_and_scales(images: torch.Tensor) -> None:
     torch.testing.assert_close(segment_logits(model, images, scales=(0.5, 1.0)), (half + plain) / 2)
 
 
-@pytest.mark.parametrize("precision", ["bf16", "auto"])
-def test_reduced_precision_agrees_with_fp32(images: torch.Tensor, precision: str) -> None:
+def test_bf16_runs_in_bf16_and_agrees_with_fp32(images: torch.Tensor) -> None:
     model = seeded(StridedNet)
     ref = segment_logits(model, images, precision="fp32")
-    out = segment_logits(model, images, precision=precision)
+    out = segment_logits(model, images, precision="bf16")
     assert out.dtype == torch.float32
+    gap = (out - ref).abs().max().item()
+    assert 1e-4 < gap < 0.1, f"bf16 logits differ from fp32 by {gap}: autocast did not run, or ran too coarse"
     assert (ref.argmax(1) == out.argmax(1)).float().mean() >= 0.99
+
+
+def test_auto_runs_what_the_cpu_computes_natively(images: torch.Tensor) -> None:
+    """``auto`` is bf16 on a CPU with AVX512-BF16 or AMX (its flags, read independently of PyTorch), else fp32."""
+    model = seeded(StridedNet)
+    expected = "bf16" if cpu_native_bf16() else "fp32"
+    assert torch.equal(
+        segment_logits(model, images, precision="auto"), segment_logits(model, images, precision=expected)
+    )
 
 
 def test_precision_is_validated(images: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="precision"):
         segment_logits(seeded(StridedNet), images, precision="int8")
-    assert autocast_dtype("fp32", "cpu") is None
-    assert autocast_dtype("fp16", "cpu") is torch.float16
-    assert autocast_dtype("auto", "cpu") in (None, torch.bfloat16)
 
 
 def test_memory_probe_scales_with_area() -> None:

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from fcnseg import evaluation
+from fcnseg.core.io import atomic_path
 from fcnseg.inference.images import ImageReadError, load_image, save_mask_png, to_uint8
 from fcnseg.inference.visualize import colorize, legend_image, overlay, palette
-from fcnseg.utils.io import atomic_path
 
 COLORS = [(128, 0, 0), (0, 128, 0), (0, 0, 128)]
 

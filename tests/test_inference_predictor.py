@@ -1,15 +1,11 @@
 """Predictor: any image input, mask at the input's size, fast path (bf16 + channels_last) vs fp32, checkpoints.
 
-The helpers here (``make_model``, ``write_checkpoint``) are shared with the CLI and export tests. They use the
-real ``fcnseg.create_model`` / ``fcnseg.training.checkpoint`` when those exist, else a small stand-in FCN and a
-stand-in checkpoint module that follows the format of docs/DESIGN.md.
+The helpers here (``make_model``, ``write_checkpoint``) are shared with the CLI and export tests: a seeded
+``fcn8s_squeezenet1_1`` and a checkpoint written by ``fcnseg.core.checkpoint`` as training writes it.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +16,8 @@ from conftest import CAMVID, SQUEEZENET_WEIGHTS, require
 from PIL import Image
 from torch import nn
 
+from fcnseg import create_model
+from fcnseg.core.checkpoint import make_checkpoint, save_checkpoint
 from fcnseg.inference import predictor as predictor_module
 from fcnseg.inference.predictor import Predictor
 
@@ -30,42 +28,10 @@ NAMES = ["background", "red", "green", "blue"]
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 
-class StandInFCN(nn.Module):
-    """Stride-8 features, 1x1 score layer, transposed-conv x8 upsampling cropped to the input (as FCN does)."""
-
-    def __init__(self, num_classes: int = K) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(), nn.Conv2d(32, 32, 3, 2, 1)
-        )
-        self.score = nn.Conv2d(32, num_classes, 1)
-        self.up = nn.ConvTranspose2d(num_classes, num_classes, 16, stride=8, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        y = self.up(self.score(self.features(x)))  # (N, K, 8 * ceil(H / 8) + 8, ...)
-        return y[:, :, 4 : 4 + h, 4 : 4 + w]  # crop to the input size, like FCN's crop layers
-
-
-def _create_model_fn():
-    try:
-        from fcnseg.models import create_model
-    except ImportError:
-        return None
-    return create_model
-
-
-def real_api() -> bool:
-    """Whether the real model registry and checkpoint module are available."""
-    return _create_model_fn() is not None and importlib.util.find_spec("fcnseg.training.checkpoint") is not None
-
-
 def make_model(num_classes: int = K, *, seed: int = 0) -> nn.Module:
     """A seeded random FCN in eval mode; zero-initialised layers (FCN's score layers) get random weights too."""
     torch.manual_seed(seed)
-    create_model = _create_model_fn()
-    model = StandInFCN(num_classes) if create_model is None else create_model(MODEL_NAME, num_classes=num_classes)
-    return randomize_zero_layers(model, std=0.05).eval()
+    return randomize_zero_layers(create_model(MODEL_NAME, num_classes=num_classes), std=0.05).eval()
 
 
 def randomize_zero_layers(model: nn.Module, *, std: float) -> nn.Module:
@@ -77,37 +43,11 @@ def randomize_zero_layers(model: nn.Module, *, std: float) -> nn.Module:
     return model
 
 
-def write_checkpoint(path: Path, monkeypatch: pytest.MonkeyPatch, num_classes: int = K) -> nn.Module:
-    """Save a checkpoint of ``make_model()`` in the documented format; returns the model."""
+def write_checkpoint(path: Path, num_classes: int = K) -> nn.Module:
+    """Save a checkpoint of ``make_model()`` as ``fcnseg train`` does; returns the model."""
     model = make_model(num_classes)
-    real = real_api()
-    ckpt = {
-        "format": "fcnseg-checkpoint",
-        "version": 1,
-        "model": {"name": MODEL_NAME if real else "stand-in", "num_classes": num_classes, "options": {}},
-        "state_dict": model.state_dict(),
-        "classes": {"names": NAMES[:num_classes], "colors": COLORS[:num_classes]},
-        "normalization": {"mean": MEAN, "std": STD},
-        "config": {},
-        "metrics": {},
-    }
-    torch.save(ckpt, path)
-    if not real:
-        module = types.ModuleType("fcnseg.training.checkpoint")
-
-        def load_checkpoint(p):
-            return torch.load(p, map_location="cpu", weights_only=False)
-
-        def model_from_checkpoint(c):
-            create_model = _create_model_fn()
-            k = c["model"]["num_classes"]
-            m = StandInFCN(k) if create_model is None else create_model(MODEL_NAME, num_classes=k)
-            m.load_state_dict(c["state_dict"])
-            return m.eval()
-
-        module.load_checkpoint = load_checkpoint
-        module.model_from_checkpoint = model_from_checkpoint
-        monkeypatch.setitem(sys.modules, "fcnseg.training.checkpoint", module)
+    classes = {"names": NAMES[:num_classes], "colors": COLORS[:num_classes]}
+    save_checkpoint(make_checkpoint(model, classes=classes, mean=MEAN, std=STD), path)
     return model
 
 
@@ -159,7 +99,7 @@ def test_predict_batch_matches_single_predictions(predictor: Predictor) -> None:
 
 def test_fast_path_agrees_with_fp32(predictor: Predictor) -> None:
     fast = Predictor(make_model(), precision="bf16")  # what "auto" picks on AMX / AVX512-BF16 CPUs
-    assert fast.channels_last and fast.precision == "bf16"
+    assert fast.memory_format is torch.channels_last and fast.precision == "bf16"
     agreement = np.mean(
         [(fast.predict(im) == predictor.predict(im)).mean() for im in (smooth_image(96, 128, s) for s in range(3))]
     )
@@ -221,8 +161,8 @@ def test_default_classes_follow_the_model() -> None:
     assert len(classes.names) == K and len(classes.colors) == K
 
 
-def test_from_checkpoint_uses_its_classes_and_normalisation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = write_checkpoint(tmp_path / "model.pt", monkeypatch)
+def test_from_checkpoint_uses_its_classes_and_normalisation(tmp_path: Path) -> None:
+    model = write_checkpoint(tmp_path / "model.pt")
     loaded = Predictor.from_checkpoint(tmp_path / "model.pt", precision="fp32")
     assert list(loaded.classes.names) == NAMES and [list(c) for c in loaded.classes.colors] == COLORS
     torch.testing.assert_close(loaded.mean.flatten(), torch.tensor(MEAN))

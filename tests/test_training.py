@@ -13,8 +13,9 @@ import torch
 
 from fcnseg import create_model
 from fcnseg.cli.main import main
+from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.data.synthetic import write_shapes_dataset
-from fcnseg.training.checkpoint import load_checkpoint, load_init_weights, model_from_checkpoint
+from fcnseg.models import load_init_weights, model_from_checkpoint
 from fcnseg.training.config import PRESETS, TrainConfig
 from fcnseg.training.data import EpochBatches
 from fcnseg.training.loop import Trainer, train

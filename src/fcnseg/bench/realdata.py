@@ -17,8 +17,9 @@ from tqdm import tqdm
 
 from fcnseg.bench.measure import agreement
 from fcnseg.bench.networks import inference_path
+from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.data import build_dataset, eval_transforms
-from fcnseg.training.checkpoint import load_checkpoint, model_from_checkpoint
+from fcnseg.models import model_from_checkpoint
 
 __all__ = ["checkpoint_agreement"]
 

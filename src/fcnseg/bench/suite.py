@@ -25,7 +25,7 @@ from fcnseg.bench.baseline import baseline_from_fcnseg
 from fcnseg.bench.measure import agreement, matmul_peak, peak_bytes, run_counted, time_call
 from fcnseg.bench.networks import build_network, inference_path, network_label, smooth_images
 from fcnseg.bench.training import baseline_step, fast_step, random_batch
-from fcnseg.inference.engine import autocast_dtype
+from fcnseg.core.device import autocast_dtype
 from fcnseg.inference.optimize import packed_bytes
 
 __all__ = ["BenchSettings", "inference_rows", "machine_info", "run_benchmark", "training_rows"]

@@ -24,9 +24,9 @@ from fcnseg.bench.networks import PATHS
 from fcnseg.bench.realdata import checkpoint_agreement
 from fcnseg.bench.suite import BenchSettings, inference_rows, machine_info, training_rows
 from fcnseg.cli.main import UserError
+from fcnseg.core.io import write_text
 from fcnseg.data import DATASETS
 from fcnseg.models import list_models
-from fcnseg.utils.io import write_text
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import argparse
 import numpy as np
 
 from fcnseg.cli.dataset_args import add_dataset_arguments, dataset_options
-from fcnseg.data import DataReport, check_dataset, median_frequency_weights
+from fcnseg.data import IGNORE_INDEX, DataReport, check_dataset, median_frequency_weights
 
 
 def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
@@ -61,7 +61,8 @@ def format_report(report: DataReport, weights: bool = False) -> str:
             if weight_col is not None:
                 row += f"  {weight_col[k]:>9.4f}"
             lines.append(row)
-        lines.append(f"  {255:>3}  {'(void)':<20} {counts.void_pixels:>12d} {counts.void_pixels / total:>8.4f} of all")
+        void = counts.void_pixels
+        lines.append(f"  {IGNORE_INDEX:>3}  {'(void)':<20} {void:>12d} {void / total:>8.4f} of all")
         if not np.all(counts.pixels):
             absent = [report.classes.names[k] for k in np.flatnonzero(counts.pixels == 0)]
             lines.append(f"  classes never seen: {', '.join(absent)}")

@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, resolve_device
 from fcnseg.data import build_dataset, eval_transforms
 from fcnseg.data.synthetic import write_shapes_dataset
 
@@ -26,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--lr", type=float, default=0.05, help="base learning rate (default: 0.05)")
     p.add_argument("--num-train", type=int, default=400, help="generated training scenes (default: 400)")
     p.add_argument("--num-val", type=int, default=100, help="generated validation scenes (default: 100)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"{DEVICE_HELP} (default: {DEFAULT_DEVICE})")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run)
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from fcnseg.inference.images import load_image, save_mask_png
     from fcnseg.inference.visualize import legend_image, overlay
     from fcnseg.training.config import TrainConfig
-    from fcnseg.training.loop import resolve_device, train
+    from fcnseg.training.loop import train
 
     out: Path = args.out
     data = out / "data"

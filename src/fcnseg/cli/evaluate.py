@@ -11,16 +11,13 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
 from fcnseg.cli.dataset_args import add_dataset_arguments, dataset_options
 from fcnseg.cli.main import UserError
+from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device
+from fcnseg.core.distributed import World, distributed_session
 from fcnseg.data import build_dataset, eval_transforms
-from fcnseg.utils.distributed import World, distributed_session
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
@@ -63,9 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="autocast precision (default: auto, bf16 where the device runs it natively)",
+        help=f"autocast precision: {PRECISION_HELP} (default: auto)",
     )
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"{DEVICE_HELP} (default: {DEFAULT_DEVICE})")
     p.add_argument("--batch-size", metavar="B", type=int, default=1, help="images per forward pass (default: 1)")
     p.add_argument(
         "--num-samples", metavar="N", type=int, default=6, help="images drawn in OUT/samples.png (default: 6)"
@@ -81,18 +78,6 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     )
     p.set_defaults(run=run)
     return p
-
-
-def _device(requested: str | None) -> torch.device:
-    if requested is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError as err:
-        raise UserError(f"--device {requested!r} is not a device; use cpu, cuda or cuda:N") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was given but no CUDA GPU is available; use --device cpu")
-    return device
 
 
 def _check_args(args: argparse.Namespace) -> str:
@@ -127,15 +112,19 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"checkpoint {args.checkpoint} not found; pass the .pt file written by `fcnseg train`")
     if args.dist_timeout <= 0:
         raise UserError(f"--dist-timeout must be positive, got {args.dist_timeout}")
-    _device(args.device)  # a clear error for a bad --device before any process group is joined
+    try:  # a clear error for a bad --device before any process group is joined
+        resolve_device(args.device or "auto")
+    except ValueError as err:
+        raise UserError(str(err)) from err
     with distributed_session(args.device or "auto", args.dist_timeout) as world:
         return _evaluate(args, mode, world)
 
 
 def _evaluate(args: argparse.Namespace, mode: str, world: World) -> int:
     # Imported here, not at the top: `fcnseg --help` imports every subcommand module and should stay light.
+    from fcnseg.core.checkpoint import load_checkpoint
     from fcnseg.evaluation import evaluate, format_table, write_report
-    from fcnseg.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from fcnseg.models import model_from_checkpoint
 
     device = world.device
     ckpt = load_checkpoint(args.checkpoint)

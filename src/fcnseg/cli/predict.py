@@ -19,10 +19,12 @@ import numpy as np
 from tqdm import tqdm
 
 from fcnseg.cli.main import UserError
-from fcnseg.inference.images import IMAGE_SUFFIXES, ImageReadError, load_image, save_mask_png
+from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS
+from fcnseg.core.io import atomic_path
+from fcnseg.data.decode import IMAGE_SUFFIXES
+from fcnseg.inference.images import ImageReadError, load_image, save_mask_png
 from fcnseg.inference.predictor import Predictor
 from fcnseg.inference.visualize import legend_image, overlay
-from fcnseg.utils.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     p.add_argument("--overlap", type=float, default=1 / 3, help="sliding-window overlap fraction (default 1/3)")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test-time scales (default 1.0)")
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped prediction")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"{DEVICE_HELP} (default: {DEFAULT_DEVICE})")
     p.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
-        default="auto",
-        help="autocast precision (default auto)",
+        "--precision", choices=PRECISIONS, default="auto", help=f"autocast precision: {PRECISION_HELP} (default: auto)"
     )
     p.add_argument("--batch-size", type=int, default=1, help="same-size images inferred together (default 1)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")

@@ -19,6 +19,7 @@ from fcnseg.data.classes import (
     IGNORE_INDEX,
     VOC_CLASSES,
     ClassInfo,
+    as_class_info,
     bitget_colormap,
     load_class_file,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "SegmentationDataset",
     "SplitReport",
     "ade20k_dataset",
+    "as_class_info",
     "bitget_colormap",
     "build_dataset",
     "camvid_dataset",

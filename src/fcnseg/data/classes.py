@@ -7,8 +7,10 @@ Void pixels carry :data:`IGNORE_INDEX` (255) everywhere in fcnseg and have no en
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fcnseg.data.errors import DataError
 
@@ -46,7 +48,7 @@ class ClassInfo:
     @classmethod
     def from_dict(cls, data: dict[str, list]) -> ClassInfo:
         """Inverse of :meth:`as_dict`."""
-        return cls(tuple(str(n) for n in data["names"]), tuple(tuple(int(v) for v in c) for c in data["colors"]))
+        return as_class_info(data)
 
 
 def bitget_colormap(n: int) -> tuple[RGB, ...]:
@@ -69,6 +71,27 @@ def bitget_colormap(n: int) -> tuple[RGB, ...]:
             c >>= 3
         colors.append((r, g, b))
     return tuple(colors)
+
+
+def as_class_info(classes: Any) -> ClassInfo:
+    """A :class:`ClassInfo` from one, from a checkpoint's ``{"names", "colors"}`` dict, from anything with ``names``
+    and ``colors``, or from a sequence of names (then coloured with the VOC map, :func:`bitget_colormap`).
+
+    Raises:
+        ValueError: the names and colours differ in number, or a colour is not an RGB triple.
+    """
+    if isinstance(classes, ClassInfo):
+        return classes
+    if isinstance(classes, Mapping):
+        names, colors = classes["names"], classes.get("colors")
+    elif hasattr(classes, "names"):
+        names, colors = classes.names, getattr(classes, "colors", None)
+    else:
+        names, colors = classes, None
+    names = tuple(str(n) for n in names)
+    if colors is None:
+        return ClassInfo(names, bitget_colormap(len(names)))
+    return ClassInfo(names, tuple(tuple(int(v) for v in rgb) for rgb in colors))
 
 
 _VOC_NAMES = (

@@ -15,6 +15,9 @@ from PIL import Image, UnidentifiedImageError
 
 from fcnseg.data.errors import DataError
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+"""File endings (lower case) taken as images: by the folder dataset and by ``fcnseg predict`` in a folder."""
+
 
 def read_image(path: Path) -> torch.Tensor:
     """Decode an RGB image (grayscale, palette and RGBA files are converted).

@@ -15,11 +15,11 @@ import numpy as np
 
 from fcnseg.data.classes import IGNORE_INDEX, ClassInfo, bitget_colormap, load_class_file
 from fcnseg.data.dataset import LabelDecoder, SegmentationDataset, Transforms
-from fcnseg.data.errors import DataError
+from fcnseg.data.decode import IMAGE_SUFFIXES
+from fcnseg.data.errors import DataError, require_dir
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 
 
@@ -94,8 +94,7 @@ def folder_dataset(
         DataError: missing folders or split list, no images, an image without a mask, or invalid classes.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"folder dataset root {root} does not exist; expected {image_dir}/ and {mask_dir}/ inside it")
+    require_dir(root, "folder dataset", f"{image_dir}/ and {mask_dir}/ inside it")
     if mask_format not in ("auto", "index", "rgb"):
         raise DataError(f"unknown mask_format {mask_format!r}; valid: auto, index, rgb")
     images_path, masks_path = root / image_dir, root / mask_dir

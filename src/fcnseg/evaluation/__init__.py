@@ -2,7 +2,7 @@
 
 from fcnseg.evaluation.evaluate import EvalResult, Sample, class_names_colors, evaluate, format_table, write_report
 from fcnseg.evaluation.metrics import ConfusionMatrix, metrics_from_matrix
-from fcnseg.evaluation.plots import default_palette, plot_confusion, plot_curves, plot_samples
+from fcnseg.evaluation.plots import plot_confusion, plot_curves, plot_samples
 from fcnseg.inference.visualize import colorize  # one implementation, shared with `fcnseg predict`
 
 __all__ = [
@@ -11,7 +11,6 @@ __all__ = [
     "Sample",
     "class_names_colors",
     "colorize",
-    "default_palette",
     "evaluate",
     "format_table",
     "metrics_from_matrix",

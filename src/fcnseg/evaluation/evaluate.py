@@ -23,10 +23,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from fcnseg.evaluation.metrics import IGNORE_INDEX, ConfusionMatrix, metrics_from_matrix
-from fcnseg.evaluation.plots import default_palette, plot_confusion, plot_samples
-from fcnseg.utils.distributed import World, all_reduce_sum, shard
-from fcnseg.utils.io import write_text
+from fcnseg.core.device import autocast_dtype, resolve_device
+from fcnseg.core.distributed import World, all_reduce_sum, shard
+from fcnseg.core.io import write_text
+from fcnseg.data.classes import IGNORE_INDEX, as_class_info
+from fcnseg.evaluation.metrics import ConfusionMatrix, metrics_from_matrix
+from fcnseg.evaluation.plots import plot_confusion, plot_samples
+from fcnseg.inference.engine import segment_logits
 
 __all__ = ["EvalResult", "Sample", "class_names_colors", "evaluate", "format_table", "write_report"]
 
@@ -69,20 +72,11 @@ def class_names_colors(classes: Any) -> tuple[list[str], np.ndarray]:
     """Names and ``(K, 3)`` uint8 colours of a class table.
 
     Args:
-        classes: a :class:`fcnseg.data.ClassInfo` (or anything with ``names`` and ``colors``), a checkpoint's
+        classes: any form :func:`fcnseg.data.as_class_info` accepts: a ``ClassInfo``, a checkpoint's
             ``{"names": [...], "colors": [...]}`` dict, or a plain sequence of names (VOC palette colours).
     """
-    if isinstance(classes, dict):
-        names, colors = classes["names"], classes.get("colors")
-    elif hasattr(classes, "names"):
-        names, colors = classes.names, getattr(classes, "colors", None)
-    else:
-        names, colors = classes, None
-    names = [str(n) for n in names]
-    palette = default_palette(len(names)) if colors is None else np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
-    if len(palette) != len(names):
-        raise ValueError(f"class table has {len(names)} names but {len(palette)} colours")
-    return names, palette
+    info = as_class_info(classes)
+    return list(info.names), np.asarray(info.colors, dtype=np.uint8).reshape(-1, 3)
 
 
 def _to_uint8_image(image: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
@@ -168,7 +162,7 @@ def evaluate(
             run in eval mode (its training flag is restored afterwards).
         dataset: items ``(image (3, H, W) float normalised, mask (H, W) int64)``, void = ``ignore_index``.
         classes: the ``K`` classes (see :func:`class_names_colors`); names label ``per_class``.
-        device: where inference runs.
+        device: where inference runs (``"auto"``: see :func:`fcnseg.core.device.resolve_device`).
         batch_size: images per forward pass (images of different sizes in a batch are run one by one).
         mode: ``"whole"`` image or ``"slide"`` (sliding window of ``tile_size``).
         tile_size: window ``(height, width)`` (or one int) for ``mode="slide"``.
@@ -193,11 +187,9 @@ def evaluate(
         ValueError: bad settings, logits whose class count differs from ``classes``, or a split without any
             labelled pixel.
     """
-    from fcnseg.inference.engine import autocast_dtype, segment_logits
-
     tile = _check_settings(mode, tile_size)
     names, _ = class_names_colors(classes)
-    device = torch.device(device)
+    device = resolve_device(device)
     amp = autocast_dtype(precision, device)  # validates precision; "auto" resolves per device
     settings = {
         "mode": mode,

@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-# Void label of every dataset (``fcnseg.data.IGNORE_INDEX``); repeated here so metrics do not depend on data/.
-IGNORE_INDEX = 255
+from fcnseg.data.classes import IGNORE_INDEX
 
-__all__ = ["IGNORE_INDEX", "ConfusionMatrix", "metrics_from_matrix"]
+__all__ = ["ConfusionMatrix", "metrics_from_matrix"]
 
 
 class ConfusionMatrix:

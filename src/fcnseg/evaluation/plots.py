@@ -1,7 +1,7 @@
 """Figures for evaluation and training: the confusion matrix, a grid of samples and training curves.
 
 Figures are built with :class:`matplotlib.figure.Figure` and the Agg canvas directly (no ``pyplot``, so no global
-figure state and no display needed) and written atomically with :func:`fcnseg.utils.io.atomic_path`.
+figure state and no display needed) and written atomically with :func:`fcnseg.core.io.atomic_path`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from fcnseg.inference.visualize import VOID, colorize
-from fcnseg.utils.io import atomic_path
+from fcnseg.core.io import atomic_path
+from fcnseg.data.classes import IGNORE_INDEX
+from fcnseg.inference.visualize import colorize
 
-__all__ = ["default_palette", "plot_confusion", "plot_curves", "plot_samples"]
+__all__ = ["plot_confusion", "plot_curves", "plot_samples"]
 
 # Ground-truth void is drawn in VOC's void colour, apart from the black that many datasets give a class.
 VOID_COLOR = (224, 224, 192)
@@ -37,20 +38,6 @@ def _numpy(x: Any) -> np.ndarray:
 def _palette(colors: Any) -> np.ndarray:
     """Any ``(K, 3)`` colour table -> ``(K, 3)`` uint8 array."""
     return _numpy(colors).astype(np.uint8).reshape(-1, 3)
-
-
-def default_palette(num_classes: int) -> np.ndarray:
-    """The PASCAL VOC colour map (bit-interleaved class index), ``(K, 3)`` uint8; class 0 is black."""
-    colors = np.zeros((num_classes, 3), dtype=np.uint8)
-    for i in range(num_classes):
-        c, r, g, b = i, 0, 0, 0
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        colors[i] = (r, g, b)
-    return colors
 
 
 def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
@@ -174,7 +161,7 @@ def plot_samples(
         gt, pred = _numpy(gt), _numpy(pred)
         present.update(int(c) for c in np.unique(np.concatenate([gt.ravel(), pred.ravel()])) if 0 <= c < len(palette))
         truth = colorize(gt, palette)
-        truth[gt == VOID] = VOID_COLOR
+        truth[gt == IGNORE_INDEX] = VOID_COLOR
         panels = (_hwc_uint8(image), truth, colorize(pred, palette))
         for c, (panel, label) in enumerate(zip(panels, ("image", "ground truth", "prediction"), strict=True)):
             ax = axes[r, c]

@@ -1,6 +1,6 @@
 """Inference: the engine (whole, tiled, multi-scale, flip), Predictor, image I/O, visual output and export."""
 
-from fcnseg.inference.engine import autocast_dtype, choose_tile_size, segment_logits
+from fcnseg.inference.engine import choose_tile_size, segment_logits
 from fcnseg.inference.images import ImageReadError, load_image, save_mask_png
 from fcnseg.inference.memory import MemoryModel, estimate_memory
 from fcnseg.inference.predictor import Predictor
@@ -10,7 +10,6 @@ __all__ = [
     "ImageReadError",
     "MemoryModel",
     "Predictor",
-    "autocast_dtype",
     "choose_tile_size",
     "colorize",
     "estimate_memory",

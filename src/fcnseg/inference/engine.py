@@ -14,25 +14,21 @@ for (:func:`segment_logits`).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fcnseg.core.device import autocast, autocast_dtype
 from fcnseg.inference.memory import MemoryModel, estimate_memory
 from fcnseg.inference.tiling import iter_bands, tile_starts
 
 __all__ = [
-    "PRECISIONS",
-    "autocast_dtype",
     "choose_tile_size",
-    "cpu_has_native_bf16",
     "segment_bands",
     "segment_logits",
     "tile_starts",
@@ -40,51 +36,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 # FCN backbones downsample by 32 (five stride-2 stages); tiles that are multiples of 32 avoid uneven crops.
 _TILE_MULTIPLE = 32
 _MIN_TILE = 64
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU runs bf16 matrix maths natively (AMX or AVX512-BF16)."""
-    caps = getattr(torch.cpu, "get_capabilities", None)
-    if callable(caps):
-        found = caps()
-        return bool(found.get("amx_bf16") or found.get("avx512_bf16"))
-    with contextlib.suppress(OSError):
-        flags = Path("/proc/cpuinfo").read_text()
-        return "amx_bf16" in flags or "avx512_bf16" in flags
-    return False
-
-
-def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``; ``None`` means plain float32.
-
-    ``"auto"`` picks bf16 on a CPU with AMX or AVX512-BF16 and on a CUDA device that supports bf16, else fp32.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    device = torch.device(device)
-    if precision != "auto":
-        return _DTYPES[precision]
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _forward(model: nn.Module, x: Tensor, amp: torch.dtype | None) -> Tensor:
-    with _autocast(x.device, amp):
+    with autocast(x.device, amp):
         out = model(x)  # (N, K, h, w)
     if out.shape[-2:] != x.shape[-2:]:
         raise ValueError(f"model returned logits of size {tuple(out.shape[-2:])} for an input of {tuple(x.shape[-2:])}")
@@ -181,7 +139,8 @@ def segment_logits(
         overlap: fraction of a window shared with its neighbour, in ``[0, 1)``.
         scales: resize factors; the logits of every scale are resized back to ``(H, W)`` and averaged.
         flip: also infer the horizontally flipped image and average its (unflipped) logits.
-        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (autocast) or ``"auto"`` (see :func:`autocast_dtype`).
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (autocast) or ``"auto"`` (see
+            :func:`fcnseg.core.device.autocast_dtype`).
 
     Returns:
         Logits averaged over windows, scales and flips, float32, same device as ``images``.

@@ -33,7 +33,9 @@ import torch
 from torch import Tensor, nn
 from torch.export import Dim
 
-from fcnseg.utils.io import atomic_path
+from fcnseg.core.checkpoint import load_checkpoint
+from fcnseg.core.io import atomic_path
+from fcnseg.models import model_from_checkpoint
 
 __all__ = [
     "CHECK_SIZES",
@@ -204,8 +206,6 @@ def export_model(
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, **kwargs: Any) -> float:
     """Export a checkpoint's model with its classes and normalisation; returns the measured max difference."""
-    from fcnseg.training.checkpoint import load_checkpoint, model_from_checkpoint
-
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
     norm = ckpt["normalization"]

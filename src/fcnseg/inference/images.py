@@ -22,13 +22,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fcnseg.core.io import atomic_path
 from fcnseg.inference.visualize import Colors, palette
-from fcnseg.utils.io import atomic_path
 
-__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "load_image", "save_mask_png", "to_uint8"]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-"""File suffixes (lower case) that ``fcnseg predict`` picks up from folders."""
+__all__ = ["ImageReadError", "load_image", "save_mask_png", "to_uint8"]
 
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 

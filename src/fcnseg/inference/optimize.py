@@ -27,7 +27,7 @@ import logging
 import torch
 from torch import Tensor, nn
 
-from fcnseg.inference.engine import autocast_dtype, cpu_has_native_bf16
+from fcnseg.core.device import autocast_dtype, cpu_has_native_bf16, memory_format
 from fcnseg.models import FCN
 
 __all__ = ["Float32Head", "PackedConv2d", "packed_bytes", "prepare_for_inference"]
@@ -224,7 +224,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, precisio
     Args:
         model: maps ``(N, 3, H, W)`` to ``(N, K, H, W)``.
         device: where inference runs.
-        precision: the precision it will run at (see :func:`~fcnseg.inference.engine.autocast_dtype`).
+        precision: the precision it will run at (see :func:`~fcnseg.core.device.autocast_dtype`).
 
     Returns:
         A module ``(N, 3, H, W) -> (N, K, H, W)``, to be run by the engine at ``precision``.
@@ -234,7 +234,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, precisio
     model = model.to(device).eval()
     if device.type != "cpu":
         return model
-    model.to(memory_format=torch.channels_last)  # oneDNN convolutions prefer NHWC
+    model.to(memory_format=memory_format(device))  # channels_last: oneDNN convolutions prefer NHWC
     dtype = torch.float32 if amp is None else amp
     if dtype not in (torch.float32, torch.bfloat16) or (dtype is torch.bfloat16 and not cpu_has_native_bf16()):
         return model

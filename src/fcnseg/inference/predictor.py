@@ -19,14 +19,17 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from fcnseg.data.classes import ClassInfo, bitget_colormap
+from fcnseg.core.checkpoint import load_checkpoint
+from fcnseg.core.device import autocast_dtype, memory_format, resolve_device
+from fcnseg.data.classes import ClassInfo, as_class_info
 from fcnseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from fcnseg.inference.engine import autocast_dtype, choose_tile_size, segment_bands, segment_logits
+from fcnseg.inference.engine import choose_tile_size, segment_bands, segment_logits
 from fcnseg.inference.images import load_image
 from fcnseg.inference.memory import MemoryModel, estimate_memory
 from fcnseg.inference.optimize import prepare_for_inference
+from fcnseg.models import model_from_checkpoint
 
-__all__ = ["DEFAULT_MEMORY_BUDGET", "ImageLike", "Predictor", "class_info_from"]
+__all__ = ["DEFAULT_MEMORY_BUDGET", "ImageLike", "Predictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +37,6 @@ DEFAULT_MEMORY_BUDGET = 2 * 2**30
 """Bytes inference may use when ``tile_size="auto"`` (2 GiB): one forward pass plus, when tiling, the logit band."""
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor
-
-
-def class_info_from(classes: Any) -> ClassInfo | None:
-    """A :class:`ClassInfo` from one, from a ``{"names", "colors"}`` dict (checkpoint format) or ``None``."""
-    if classes is None or isinstance(classes, ClassInfo):
-        return classes
-    if isinstance(classes, dict):
-        names, colors = classes["names"], classes["colors"]
-    else:
-        names, colors = classes.names, classes.colors
-    return ClassInfo(names=tuple(names), colors=tuple(tuple(int(c) for c in rgb) for rgb in colors))
 
 
 class Predictor:
@@ -57,8 +49,9 @@ class Predictor:
             dict); by default ``class_0..`` in the PASCAL VOC colour map.
         mean: per-channel mean of the normalisation the model was trained with (RGB in [0, 1]).
         std: per-channel standard deviation of that normalisation.
-        device: where inference runs.
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`engine.autocast_dtype`).
+        device: where inference runs: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (see
+            :func:`fcnseg.core.device.resolve_device`).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`fcnseg.core.device.autocast_dtype`).
         tile_size: ``None`` (whole image), ``(h, w)`` or ``"auto"``: tile only when the image does not fit
             ``memory_budget`` (peak memory measured on the model once, at the first prediction).
         memory_budget: bytes inference may use with ``tile_size="auto"``, besides the model and the image: one
@@ -85,14 +78,12 @@ class Predictor:
     ) -> None:
         if isinstance(tile_size, str) and tile_size != "auto":
             raise ValueError(f"tile_size must be None, (height, width) or 'auto', got {tile_size!r}")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         autocast_dtype(precision, self.device)  # validate early
-        self.channels_last = self.device.type == "cpu"
-        self.model = model.to(self.device).eval()
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.memory_format = memory_format(self.device)  # channels_last on the CPU
+        self.model = model.to(self.device, memory_format=self.memory_format).eval()
         self._fast = prepare_for_inference(self.model, self.device, precision)  # shares the model's weights
-        self._classes = class_info_from(classes)
+        self._classes = None if classes is None else as_class_info(classes)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.precision = precision
@@ -108,8 +99,6 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any) -> Predictor:
         """Build the checkpoint's model with its classes and normalisation; ``kwargs`` go to ``__init__``."""
-        from fcnseg.training.checkpoint import load_checkpoint, model_from_checkpoint
-
         ckpt = load_checkpoint(path)
         norm = ckpt.get("normalization") or {}
         kwargs.setdefault("classes", ckpt.get("classes"))
@@ -123,7 +112,7 @@ class Predictor:
         if self._classes is None:
             with torch.inference_mode():
                 k = self.model(self._prepare([Image.new("RGB", (64, 64))])).shape[1]
-            self._classes = ClassInfo(names=tuple(f"class_{i}" for i in range(k)), colors=bitget_colormap(k))
+            self._classes = as_class_info([f"class_{i}" for i in range(k)])  # VOC colours
         return self._classes
 
     def _prepare(self, images: Sequence[Image.Image]) -> Tensor:
@@ -136,7 +125,7 @@ class Predictor:
         # (N, H, W, 3) viewed as (N, 3, H, W) is channels_last; .float() keeps that layout.
         x = batch.to(self.device).permute(0, 3, 1, 2).float()
         x.div_(255).sub_(self.mean).div_(self.std)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
+        return x.contiguous(memory_format=self.memory_format)
 
     def tile_size_for(self, height: int, width: int, batch_size: int = 1) -> tuple[int, int] | None:
         """The window ``(h, w)`` used for ``batch_size`` images of ``height x width``; ``None``: whole images."""

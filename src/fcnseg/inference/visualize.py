@@ -13,18 +13,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from fcnseg.data.classes import IGNORE_INDEX
+
 __all__ = ["Colors", "colorize", "legend_image", "overlay", "palette"]
 
 Colors = Sequence[Sequence[int]]
 """RGB triples, one per class."""
 
-VOID = 255
-
 
 def palette(colors: Colors) -> np.ndarray:
     """``(256, 3)`` uint8 lookup table: entry ``k`` is ``colors[k]``, all others (void included) black."""
-    if len(colors) > VOID:
-        raise ValueError(f"at most {VOID} class colours fit a palette, got {len(colors)}")
+    if len(colors) > IGNORE_INDEX:
+        raise ValueError(f"at most {IGNORE_INDEX} class colours fit a palette, got {len(colors)}")
     table = np.zeros((256, 3), dtype=np.uint8)
     if len(colors):
         table[: len(colors)] = np.asarray(colors, dtype=np.int64).reshape(-1, 3).clip(0, 255)
@@ -41,7 +41,7 @@ def _mask_indices(mask: np.ndarray | torch.Tensor) -> np.ndarray:
 def _class_colors(indices: np.ndarray, colors: Colors) -> tuple[np.ndarray, np.ndarray]:
     """``(H, W)`` indices -> ``(H, W, 3)`` uint8 colours and the ``(H, W)`` mask of indices that are classes."""
     valid = (indices >= 0) & (indices < len(colors))  # void, negative and out-of-range indices are not
-    return palette(colors)[np.where(valid, indices, VOID)], valid  # palette entry VOID is black
+    return palette(colors)[np.where(valid, indices, IGNORE_INDEX)], valid  # palette entry IGNORE_INDEX is black
 
 
 def colorize(mask: np.ndarray | torch.Tensor, colors: Colors) -> np.ndarray:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device
+
 # How much larger the reference's input is than ours. The authors' Caffe nets read x_c = 255 * rgb - mean (BGR,
 # 0..255 scale); fcnseg reads x = (rgb - mu) / sigma with torchvision's ImageNet mu, sigma. As 255 * mu matches the
 # Caffe mean to 1.2 grey levels, x_c = s * x with s = 255 * sigma: 58.4, 57.1, 57.4 per channel, 57.6 on average.
@@ -93,8 +95,8 @@ class TrainConfig:
     warmup: int = _f(0, "linear warm-up steps")
     loss_norm: str = _f("mean", "mean (per labelled pixel) or sum (the paper)")
     class_weights: str = _f("none", "none or median-frequency (computed from the training split)")
-    precision: str = _f("auto", "auto, fp32, bf16 or fp16 (fp16 on CUDA only)")
-    device: str = _f("auto", "auto, cpu or cuda")
+    precision: str = _f("auto", f"{PRECISION_HELP}; fp16 on CUDA only")
+    device: str = _f(DEFAULT_DEVICE, DEVICE_HELP)
     workers: int = _f(1, "data-loading worker processes")
     cache: bool = _f(
         False,
@@ -116,14 +118,14 @@ class TrainConfig:
             "schedule": ("poly", "fixed"),
             "loss_norm": ("mean", "sum"),
             "class_weights": ("none", "median-frequency"),
-            "precision": ("auto", "fp32", "bf16", "fp16"),
-            "device": ("auto", "cpu", "cuda"),
+            "precision": PRECISIONS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be one of {list(allowed)}, not {getattr(self, name)!r}"
                 )
+        resolve_device(self.device)  # a name that is not a device, or a GPU that is not there, fails here
         if self.crop_size is not None:
             self.crop_size = (int(self.crop_size[0]), int(self.crop_size[1]))
         if self.scale_range is not None:

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fcnseg.core.distributed import World, share
 from fcnseg.data import pad_collate
-from fcnseg.utils.distributed import World, share
 
 Key = tuple[int, int]  # (epoch, index into the dataset)
 

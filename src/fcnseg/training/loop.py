@@ -1,7 +1,7 @@
 """``train(config)``: the training loop, with validation, checkpoints, logs, plots and exact resume.
 
 Under ``torchrun`` every process runs the same loop on its part of each global batch (see
-:mod:`fcnseg.utils.distributed`); validation is sharded across the processes, and rank 0 alone writes the run folder.
+:mod:`fcnseg.core.distributed`); validation is sharded across the processes, and rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from fcnseg.core.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from fcnseg.core.device import resolve_device
+from fcnseg.core.distributed import World, distributed_session
+from fcnseg.core.io import write_text
 from fcnseg.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -30,11 +34,8 @@ from fcnseg.data import (
 )
 from fcnseg.evaluation import evaluate
 from fcnseg.evaluation.plots import plot_curves
-from fcnseg.models import HEADS, create_model
-from fcnseg.utils.distributed import World, distributed_session, resolve_device
-from fcnseg.utils.io import write_text
+from fcnseg.models import HEADS, create_model, load_init_weights
 
-from .checkpoint import load_checkpoint, load_init_weights, make_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import EpochBatches, SeededAugmentation, training_loader
 from .step import SGDStep
@@ -431,7 +432,7 @@ def train(config: TrainConfig) -> dict:
 
     With ``staged`` and ``resume``, finished stages are kept, the interrupted one continues from its ``last.pt`` and
     the ones not yet started start fresh from the previous stage's ``best.pt``.
-    Under ``torchrun``, each process trains on its part of every global batch (see :mod:`fcnseg.utils.distributed`).
+    Under ``torchrun``, each process trains on its part of every global batch (see :mod:`fcnseg.core.distributed`).
 
     Returns:
         A summary: steps, training seconds, final and best validation metrics (per stage when staged).

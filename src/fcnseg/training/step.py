@@ -2,7 +2,7 @@
 
 The trainer and the training benchmark both use it, so the benchmark measures exactly the step users get. Under
 ``torchrun`` the step runs through DistributedDataParallel and its loss is normalised over the global batch (see
-:mod:`fcnseg.utils.distributed`).
+:mod:`fcnseg.core.distributed`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fcnseg.inference.engine import autocast_dtype
-from fcnseg.utils.distributed import World, global_loss, sync_batch_norm, wrap_model
+from fcnseg.core.device import autocast, autocast_dtype, memory_format
+from fcnseg.core.distributed import World, global_loss, sync_batch_norm, wrap_model
 
 from .config import TrainConfig
 from .loss import loss_terms
@@ -42,11 +42,10 @@ class SGDStep:
         self.amp = autocast_dtype(config.precision, device)
         if self.amp is torch.float16 and device.type != "cuda":
             raise ValueError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
-        self.model = model.to(device)
+        self.memory_format = memory_format(device)
+        self.model = model.to(device, memory_format=self.memory_format)
         if config.sync_bn:
             self.model = sync_batch_norm(self.model, self.world)
-        if device.type == "cpu":
-            self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(
             self.model,
             lr=config.lr,
@@ -63,11 +62,9 @@ class SGDStep:
         c = self.config
         factor = lr_factor(step, total=total, schedule=c.schedule, power=c.poly_power, warmup=c.warmup)
         self.lr = set_lr(self.optimizer, c.lr, factor)
-        images = images.to(self.device, non_blocking=True)
-        if self.device.type == "cpu":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         masks = masks.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+        with autocast(self.device, self.amp):
             logits = self.network(images)
         summed, count = loss_terms(logits, masks, class_weights=self.class_weights)
         loss, value = global_loss(summed, count, mean=c.loss_norm == "mean", world=self.world)

@@ -26,12 +26,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from fcnseg.core.device import resolve_device
+
 __all__ = [
     "World",
     "all_reduce_sum",
     "distributed_session",
     "global_loss",
-    "resolve_device",
     "shard",
     "share",
     "wrap_model",
@@ -41,15 +42,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _CPU = torch.device("cpu")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} was asked for, but PyTorch sees no CUDA device; use --device cpu")
-    return torch.device(name)
 
 
 @dataclass(frozen=True)

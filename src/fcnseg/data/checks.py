@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
+from fcnseg.data.classes import IGNORE_INDEX, RGB, ClassInfo
+from fcnseg.data.colors import ColorTable
 from fcnseg.data.errors import DataError
 from fcnseg.data.registry import build_dataset, dataset_splits, default_splits
 
@@ -160,6 +161,9 @@ class DataReport:
         classes: the dataset's classes (``None`` if no split could be built).
         splits: per-split results, for the splits that could be built.
         problems: every problem found, in scan order.
+        unknown_pixels: colour-coded masks: ``colour -> pixels`` of colours that are neither a class nor void.
+        unknown_files: ``colour -> number of files`` in which each unknown colour occurs.
+        near_colors: ``(seen colour, matched colour) -> pixels`` decoded through ``color_tolerance``.
     """
 
     name: str
@@ -167,6 +171,9 @@ class DataReport:
     classes: ClassInfo | None
     splits: dict[str, SplitReport] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    unknown_pixels: Counter[RGB] = field(default_factory=Counter)
+    unknown_files: Counter[RGB] = field(default_factory=Counter)
+    near_colors: Counter[tuple[RGB, RGB]] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -209,7 +216,9 @@ def check_dataset(
     """
     splits = tuple(splits) if splits else default_splits(name, root)
     valid = dataset_splits(name, root)
-    unknown = [s for s in splits if s not in valid]
+    unknown = [
+        s for s in splits if s not in valid and not (name == "folder" and s.endswith(".txt") and Path(s).is_file())
+    ]
     if unknown:
         raise DataError(f"unknown {name} split(s) {', '.join(unknown)}; valid splits: {', '.join(valid)}")
     report = DataReport(name=name, root=str(root), classes=None)
@@ -242,5 +251,10 @@ def check_dataset(
             split_report.counts.add(mask.numpy())
             split_report.sizes[(int(image.shape[1]), int(image.shape[2]))] += 1
         report.splits[split] = split_report
+        table = getattr(dataset.decode_mask, "colors", None)
+        if isinstance(table, ColorTable):
+            report.unknown_pixels.update(table.unknown_pixels)
+            report.unknown_files.update(table.unknown_files)
+            report.near_colors.update(table.near)
         logger.info("%s/%s: %d of %d items read without problems", name, split, split_report.num_ok, len(dataset))
     return report

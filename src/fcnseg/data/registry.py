@@ -19,6 +19,7 @@ from fcnseg.data.scenes import (
     cityscapes_dataset,
 )
 from fcnseg.data.voc import SBD_SPLITS, VOC_SPLITS, sbd_dataset, voc_dataset
+from fcnseg.utils.suggest import did_you_mean
 
 DATASETS: dict[str, Callable[..., SegmentationDataset]] = {
     "voc": voc_dataset,
@@ -62,7 +63,7 @@ def default_splits(name: str, root: str | os.PathLike | None = None) -> tuple[st
 
 def _check_name(name: str) -> None:
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; valid names: {', '.join(DATASETS)}")
 
 
 def build_dataset(

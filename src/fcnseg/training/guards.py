@@ -73,6 +73,8 @@ def check_output_folder(folder: Path, model: nn.Module) -> None:
     """
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".*.tmp.*"):  # temporary files of saves cut short by SIGKILL or a power cut
+            stale.unlink()
         probe = folder / ".fcnseg-write-test"
         probe.write_bytes(b"ok")
         probe.unlink()

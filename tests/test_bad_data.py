@@ -51,15 +51,26 @@ def _train_args(root: Path, out: Path, *extra: str) -> list[str]:
             "--precision", "fp32", "--train-split", "all", "--val-split", "", *extra]  # fmt: skip
 
 
+def _error_line(err: str) -> str:
+    assert "Traceback" not in err
+    return next(line for line in err.splitlines() if line.startswith("fcnseg train: error:"))
+
+
 def test_train_stops_on_a_bad_file_with_one_line(corpus, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root, expected = corpus
-    code = main([*_train_args(root, tmp_path / "run"), "--iters", "50"])
-    err = capsys.readouterr().err
-    line = next(ln for ln in err.splitlines() if ln.startswith("fcnseg train: error:"))
-    assert code == 1
-    assert "Traceback" not in err
-    assert any(f"{stem}." in line for stem, problem in expected.items() if problem), line
-    assert f"fcnseg check-data --dataset folder --data-root {root}" in line and "--skip-bad-samples" in line
+    hint = f"fcnseg check-data --dataset folder --data-root {root} --classes {root / 'classes.txt'}"
+    assert main(_train_args(root, tmp_path / "a")) == 1  # a missing file is found before training
+    line = _error_line(capsys.readouterr().err)
+    assert "missing_mask.png: missing mask" in line and hint in line and "--skip-bad-samples" in line
+
+    readable = tmp_path / "present.txt"  # without the missing mask: the first unreadable file stops the run
+    readable.write_text("".join(f"{stem}\n" for stem in expected if stem != "missing_mask"))
+    args = _train_args(root, tmp_path / "b", "--iters", "50")
+    args[args.index("all")] = str(readable)
+    assert main(args) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert any(f"{stem}." in line and problem in line for stem, problem in expected.items() if problem), line
+    assert hint in line and "--skip-bad-samples" in line
 
 
 def test_skip_bad_samples_trains_on_the_rest_and_lists_them(corpus, tmp_path: Path) -> None:

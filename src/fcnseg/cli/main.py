@@ -46,9 +46,15 @@ class Parser(argparse.ArgumentParser):
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
             options = _subcommand_options(self, getattr(parsed, "command", None))
-            hint = did_you_mean(extra[0].split("=")[0], options) if extra[0].startswith("-") else ""
+            hint = _closest_option(extra[0].split("=")[0], options) if extra[0].startswith("-") else ""
             self.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
         return parsed
+
+
+def _closest_option(typo: str, options: list[str]) -> str:
+    """The option ``typo`` extends or abbreviates (``--lr-rate`` -> ``--lr``), else the closest by difflib."""
+    related = [o for o in options if o.startswith("--") and (typo.startswith(o + "-") or o.startswith(typo))]
+    return f"; did you mean {max(related, key=len)!r}?" if related else did_you_mean(typo, options)
 
 
 def _subcommand_options(parser: argparse.ArgumentParser, command: str | None) -> list[str]:

@@ -135,6 +135,10 @@ class TrainConfig:
                     f"--{name.replace('_', '-')} must be one of {list(allowed)}, not {value!r}"
                     + did_you_mean(value, allowed)
                 )
+        from fcnseg.models import list_models
+
+        if self.model not in list_models():
+            raise ValueError(f"unknown model {self.model!r}{did_you_mean(self.model, list_models())}")
         if self.crop_size is not None:
             self.crop_size = (int(self.crop_size[0]), int(self.crop_size[1]))
         if self.scale_range is not None:

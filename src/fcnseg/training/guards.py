@@ -62,14 +62,11 @@ def state_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
-def check_output_folder(folder: Path, model: nn.Module) -> None:
-    """Before training: the run folder can be created and written, and has room for the checkpoints.
-
-    A save needs the new file beside the old one until the rename (``last.pt`` with optimiser state is about twice
-    the weights), and ``best.pt`` holds the weights again: about five times the weights in all.
+def check_writable(folder: Path) -> None:
+    """Before anything is written: the run folder can be created and written (stale temporary files are removed).
 
     Raises:
-        TrainingError: the folder cannot be created or written, or holds too little free space.
+        TrainingError: the folder cannot be created or written.
     """
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -82,6 +79,17 @@ def check_output_folder(folder: Path, model: nn.Module) -> None:
         raise TrainingError(
             f"cannot write to the run folder {folder} ({err.strerror or err}); choose another --out"
         ) from err
+
+
+def check_free_space(folder: Path, model: nn.Module) -> None:
+    """Before training: the run folder has room for the checkpoints of ``model``.
+
+    A save needs the new file beside the old one until the rename (``last.pt`` with optimiser state is about twice
+    the weights), and ``best.pt`` holds the weights again: about five times the weights in all.
+
+    Raises:
+        TrainingError: too little free space.
+    """
     need = 5 * state_bytes(model)
     free = shutil.disk_usage(folder).free
     if free < need:

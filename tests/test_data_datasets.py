@@ -162,8 +162,8 @@ def test_folder_rgb_masks_with_class_file(tmp_path: Path) -> None:
     (tmp_path / "masks").mkdir()
     Image.fromarray(rgb).save(tmp_path / "masks" / "x.png")
     for class_file in ("classes.txt", "classes.csv"):
-        info, void_color = load_class_file(tmp_path / class_file)
-        assert info.names == ("sky", "road surface") and info.colors == (sky, road) and void_color == void
+        info, void_colors = load_class_file(tmp_path / class_file)
+        assert info.names == ("sky", "road surface") and info.colors == (sky, road) and void_colors == (void,)
         dataset = build_dataset("folder", tmp_path, "all", classes=tmp_path / class_file)
         assert_item(dataset, 0, np.array([[0, 1, 255], [1, 1, 0]]))
 

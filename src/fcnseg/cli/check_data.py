@@ -66,12 +66,31 @@ def format_report(report: DataReport, weights: bool = False) -> str:
         if not np.all(counts.pixels):
             absent = [report.classes.names[k] for k in np.flatnonzero(counts.pixels == 0)]
             lines.append(f"  classes never seen: {', '.join(absent)}")
+    lines.extend(_color_lines(report))
     if report.problems:
         lines.append(f"{len(report.problems)} problem(s):")
         lines.extend(f"  {problem}" for problem in report.problems)
     else:
         lines.append("no problems found")
     return "\n".join(lines)
+
+
+def _color_lines(report: DataReport) -> list[str]:
+    """Unknown colours with their pixel and file counts over the dataset, and colours matched by tolerance."""
+    lines = []
+    if report.unknown_pixels:
+        lines.append("unknown mask colours over the dataset (neither a class nor void), most frequent first:")
+        for color, pixels in report.unknown_pixels.most_common(50):
+            files = report.unknown_files[color]
+            lines.append(f"  rgb {color[0]:>3} {color[1]:>3} {color[2]:>3}: {pixels:>12d} px in {files} file(s)")
+        if len(report.unknown_pixels) > 50:
+            lines.append(f"  ... and {len(report.unknown_pixels) - 50} more colours")
+    if report.near_colors:
+        total = sum(report.near_colors.values())
+        lines.append(f"{total} px of near colours matched within --color-tolerance:")
+        for (seen, matched), pixels in report.near_colors.most_common(20):
+            lines.append(f"  rgb {seen} -> {matched}: {pixels} px")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,16 @@ from typing import Any
 
 from fcnseg.data import DATASETS
 
-_FOLDER_FLAGS = ("classes", "num_classes", "image_dir", "mask_dir", "mask_format", "void_index")
+_FOLDER_FLAGS = (
+    "classes",
+    "num_classes",
+    "image_dir",
+    "mask_dir",
+    "mask_format",
+    "void_index",
+    "unknown_colors",
+    "color_tolerance",
+)
 _VOC_FLAGS = {"voc": ("sbd_root", "split_file"), "sbd": ("voc_root",)}
 
 
@@ -17,13 +26,24 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", metavar="DIR", required=True, help="folder that holds the dataset")
     folder = parser.add_argument_group("folder dataset")
     folder.add_argument(
-        "--classes", metavar="FILE", help="class file: lines 'name r g b' (a 'void r g b' line optional)"
+        "--classes", metavar="FILE", help="class file: lines 'name r g b' (optional 'void r g b' lines)"
     )
     folder.add_argument("--num-classes", type=int, help="number of classes of index masks without a class file")
     folder.add_argument("--image-dir", metavar="DIR", help="image folder under the root (default: images)")
     folder.add_argument("--mask-dir", metavar="DIR", help="mask folder under the root (default: masks)")
     folder.add_argument("--mask-format", choices=("auto", "index", "rgb"), help="mask encoding (default: auto)")
     folder.add_argument("--void-index", metavar="V", type=int, help="stored mask value meaning void, besides 255")
+    folder.add_argument(
+        "--unknown-colors",
+        choices=("error", "void"),
+        help="mask colours that are neither a class nor void: an error (default) or void",
+    )
+    folder.add_argument(
+        "--color-tolerance",
+        metavar="N",
+        type=int,
+        help="match mask colours within N per channel of a class or void colour, e.g. for JPEG masks (default: 0)",
+    )
     voc = parser.add_argument_group("VOC / SBD derived splits")
     voc.add_argument(
         "--sbd-root", metavar="DIR", help="SBD benchmark_RELEASE/dataset folder (voc splits aug, seg11valid)"

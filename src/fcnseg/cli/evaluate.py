@@ -28,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
         description=__doc__,
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint file written by `fcnseg train`")
+    p.add_argument(
+        "--weights-sha256", metavar="HEX", help="SHA-256 the checkpoint must have, checked before reading it"
+    )
     add_dataset_arguments(p)
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument(
@@ -110,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
     mode = _check_args(args)
     if not args.checkpoint.is_file():
         raise UserError(f"checkpoint {args.checkpoint} not found; pass the .pt file written by `fcnseg train`")
+    if args.weights_sha256:
+        from fcnseg.core.safe_load import verify_sha256
+
+        verify_sha256(args.checkpoint, args.weights_sha256)
     if args.dist_timeout <= 0:
         raise UserError(f"--dist-timeout must be positive, got {args.dist_timeout}")
     try:  # a clear error for a bad --device before any process group is joined

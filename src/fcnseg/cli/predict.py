@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help="segment images with a trained checkpoint", description=__doc__)
     p.add_argument("checkpoint", type=Path, help="checkpoint file written by `fcnseg train`")
+    p.add_argument(
+        "--weights-sha256", metavar="HEX", help="SHA-256 the checkpoint must have, checked before reading it"
+    )
     p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--probs", action="store_true", help="also write <stem>_probs.npy (K, H, W) float32")
@@ -104,6 +107,10 @@ def _flush(predictor: Predictor, pending: list, out: Path, args: argparse.Namesp
 def run(args: argparse.Namespace) -> int:
     if not args.checkpoint.is_file():
         raise UserError(f"checkpoint '{args.checkpoint}' does not exist")
+    if args.weights_sha256:
+        from fcnseg.core.safe_load import verify_sha256
+
+        verify_sha256(args.checkpoint, args.weights_sha256)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     tile_size = tuple(args.tile_size) if args.tile_size else ("auto" if args.memory_budget else None)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fcnseg.core.io import atomic_path
+from fcnseg.core.safe_load import load_tensors
 
 __all__ = ["FORMAT", "VERSION", "load_checkpoint", "make_checkpoint", "save_checkpoint"]
 
@@ -65,15 +66,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not an fcnseg checkpoint or lacks a required entry.
+        ValueError: the file is not an fcnseg checkpoint or lacks a required entry, or it would run code when
+            loaded (:class:`~fcnseg.core.safe_load.UntrustedFileError`).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read checkpoint '{path}': {err}") from err
+    ckpt = load_tensors(path, what="checkpoint", map_location=map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"'{path}' is not an fcnseg checkpoint (written by `fcnseg train`)")
     if ckpt.get("version", 0) > VERSION:

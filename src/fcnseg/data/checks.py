@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
+from fcnseg.core.progress import progress_bar
+from fcnseg.data.classes import IGNORE_INDEX, RGB, ClassInfo
+from fcnseg.data.colors import ColorTable
+from fcnseg.data.dataset import SegmentationDataset
 from fcnseg.data.errors import DataError
 from fcnseg.data.registry import build_dataset, dataset_splits, default_splits
 
@@ -160,6 +162,9 @@ class DataReport:
         classes: the dataset's classes (``None`` if no split could be built).
         splits: per-split results, for the splits that could be built.
         problems: every problem found, in scan order.
+        unknown_pixels: colour-coded masks: ``colour -> pixels`` of colours that are neither a class nor void.
+        unknown_files: ``colour -> number of files`` in which each unknown colour occurs.
+        near_colors: ``(seen colour, matched colour) -> pixels`` decoded through ``color_tolerance``.
     """
 
     name: str
@@ -167,6 +172,9 @@ class DataReport:
     classes: ClassInfo | None
     splits: dict[str, SplitReport] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    unknown_pixels: Counter[RGB] = field(default_factory=Counter)
+    unknown_files: Counter[RGB] = field(default_factory=Counter)
+    near_colors: Counter[tuple[RGB, RGB]] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -209,7 +217,9 @@ def check_dataset(
     """
     splits = tuple(splits) if splits else default_splits(name, root)
     valid = dataset_splits(name, root)
-    unknown = [s for s in splits if s not in valid]
+    unknown = [
+        s for s in splits if s not in valid and not (name == "folder" and s.endswith(".txt") and Path(s).is_file())
+    ]
     if unknown:
         raise DataError(f"unknown {name} split(s) {', '.join(unknown)}; valid splits: {', '.join(valid)}")
     report = DataReport(name=name, root=str(root), classes=None)
@@ -220,27 +230,41 @@ def check_dataset(
         except DataError as err:
             report.problems.append(Problem(split, str(root), str(err)))
             continue
-        report.classes = dataset.classes
-        split_report = SplitReport(len(dataset), 0, ClassCounts.zeros(dataset.classes.num_classes))
-        missing = {path for path, _ in dataset.missing_files()}
-        for path, what in dataset.missing_files():
-            report.problems.append(Problem(split, str(path), what))
-        for index in tqdm(range(len(dataset)), desc=f"check {name}/{split}", unit="img", disable=not progress):
-            image_path, mask_path = dataset.files[index]
-            if image_path in missing or mask_path in missing:
-                continue
-            try:
-                image, mask = dataset.load(index)
-            except DataError as err:
-                path, sep, message = str(err).partition(": ")
-                is_path = sep and Path(path) in (image_path, mask_path)
-                report.problems.append(
-                    Problem(split, path if is_path else str(mask_path), message if is_path else str(err))
-                )
-                continue
-            split_report.num_ok += 1
-            split_report.counts.add(mask.numpy())
-            split_report.sizes[(int(image.shape[1]), int(image.shape[2]))] += 1
-        report.splits[split] = split_report
-        logger.info("%s/%s: %d of %d items read without problems", name, split, split_report.num_ok, len(dataset))
+        scan_split(dataset, split, report, progress=progress)
     return report
+
+
+def scan_split(dataset: SegmentationDataset, split: str, report: DataReport, *, progress: bool = False) -> None:
+    """Read every pair of ``dataset``; add its :class:`SplitReport`, its problems and its colour counts to ``report``.
+
+    Each problem names the file it is about (the image or the mask), so that callers can leave that pair out.
+    """
+    report.classes = dataset.classes
+    split_report = SplitReport(len(dataset), 0, ClassCounts.zeros(dataset.classes.num_classes))
+    missing = {path for path, _ in dataset.missing_files()}
+    for path, what in dataset.missing_files():
+        report.problems.append(Problem(split, str(path), what))
+    for index in progress_bar(range(len(dataset)), desc=f"check {report.name}/{split}", unit="img", enabled=progress):
+        image_path, mask_path = dataset.files[index]
+        if image_path in missing or mask_path in missing:
+            continue
+        try:
+            image, mask = dataset.load(index)
+        except DataError as err:
+            path, sep, message = str(err).partition(": ")
+            is_path = sep and Path(path) in (image_path, mask_path)
+            report.problems.append(
+                Problem(split, path if is_path else str(mask_path), message if is_path else str(err))
+            )
+            continue
+        split_report.num_ok += 1
+        split_report.counts.add(mask.numpy())
+        split_report.sizes[(int(image.shape[1]), int(image.shape[2]))] += 1
+    report.splits[split] = split_report
+    table = getattr(dataset.decode_mask, "colors", None)
+    if isinstance(table, ColorTable):
+        report.unknown_pixels.update(table.unknown_pixels)
+        report.unknown_files.update(table.unknown_files)
+        report.near_colors.update(table.near)
+        table.reset_counts()
+    logger.info("%s/%s: %d of %d items read without problems", report.name, split, split_report.num_ok, len(dataset))

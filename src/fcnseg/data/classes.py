@@ -175,54 +175,62 @@ def _parse_class_line(line: str, path: Path, lineno: int) -> tuple[str, RGB] | N
     return " ".join(tokens[:-3]), rgb  # type: ignore[return-value]
 
 
-def load_class_file(path: str | os.PathLike) -> tuple[ClassInfo, RGB | None]:
+def load_class_file(path: str | os.PathLike) -> tuple[ClassInfo, tuple[RGB, ...]]:
     """Read a class file for the folder dataset.
 
     Format: one class per line, ``name r g b`` (separated by spaces or commas; the name may contain spaces),
     in class-index order. Blank lines and lines starting with ``#`` are skipped, and so is a header line whose
     last three fields are not numbers (so a CSV ``name,r,g,b`` works). A line named ``void`` (or ``ignore``,
-    ``unlabelled``) gives the void colour instead of a class. Example::
+    ``unlabelled``) gives a void colour instead of a class; there may be several. Example::
 
         # name  r   g   b
         sky     128 128 128
         road    128 64  128
         void    0   0   0
+        void    64  64  64
 
     Args:
         path: the class file.
 
     Returns:
-        The classes, and the void colour or ``None`` when the file names none.
+        The classes, and the void colours (empty when the file names none).
 
     Raises:
-        DataError: the file is missing or a line is malformed.
+        DataError: the file is missing, a line is malformed, or a colour is used twice.
     """
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(errors="replace").splitlines()
     except OSError as err:
         raise DataError(f"cannot read class file {path}: {err.strerror or err}") from err
     names: list[str] = []
     colors: list[RGB] = []
-    void: RGB | None = None
+    voids: list[RGB] = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parsed = _parse_class_line(line, path, lineno)
         if parsed is None:
-            if names or void is not None:
+            if names or voids:
                 raise DataError(f"{path}:{lineno}: expected 'name r g b', got {line.strip()!r}")
             continue  # header line
         name, rgb = parsed
-        if name.lower() in VOID_NAMES:
-            void = rgb
-        elif rgb in colors or rgb == void:
+        if rgb in colors or rgb in voids:
             raise DataError(f"{path}:{lineno}: colour {rgb} of {name!r} is used twice")
-        else:
+        (voids if name.lower() in VOID_NAMES else colors).append(rgb)
+        if name.lower() not in VOID_NAMES:
             names.append(name)
-            colors.append(rgb)
     if not names:
         raise DataError(f"class file {path} lists no classes; expected lines 'name r g b'")
-    if void is not None and void in colors:
-        raise DataError(f"class file {path}: the void colour {void} is also a class colour")
-    return ClassInfo(tuple(names), tuple(colors)), void
+    return ClassInfo(tuple(names), tuple(colors)), tuple(voids)
+
+
+def looks_like_class_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` holds ``name r g b`` lines (a class file), so that it is never taken for a split list."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()[:200]
+    except OSError:
+        return False
+    data = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    rows = [line.replace(",", " ").split() for line in data]
+    return any(len(t) >= 4 and all(v.isdigit() for v in t[-3:]) for t in rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from fcnseg.data.classes import IGNORE_INDEX, RGB, ClassInfo
+from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
+from fcnseg.data.colors import ColorTable
 from fcnseg.data.decode import read_image, read_label_png
 from fcnseg.data.errors import DataError
 
@@ -30,26 +32,26 @@ class LabelDecoder:
     """Turns a stored label map into class indices ``0..K-1`` with void = 255, and rejects unknown values.
 
     Stored values are mapped through a 256-entry look-up table (``lut[v]`` is the class of value ``v``, 255 for
-    void, -1 for "not a valid label"); colour-coded masks are first turned into indices through ``colors``.
+    void, -1 for "not a valid label"); colour-coded masks (RGB, and palette masks when ``colors`` is given: their
+    palette order need not be the class order) are decoded through a :class:`~fcnseg.data.colors.ColorTable`.
 
     Args:
+        num_classes: ``K``; used for the identity table.
         lut: ``(256,)`` or longer int table from stored value to class; ``None`` for the identity on ``0..K-1``
             plus 255 as void.
-        num_classes: ``K``; used for the identity table.
-        colors: for RGB masks, the colour of each class in order.
-        void_color: for RGB masks, the colour of void pixels, if any.
-        index_ok: with ``colors``, still accept one-channel masks as class indices.
-        read: function that reads the stored label map of a path.
+        colors: for colour-coded masks, a :class:`ColorTable` of the class and void colours.
+        index_ok: with ``colors``, still accept one-channel (grayscale) masks as class indices.
+        read: function that reads the stored label map of a path (default: palette masks as indices, or as their
+            RGB colours when ``colors`` is given).
     """
 
     def __init__(
         self,
         num_classes: int,
         lut: np.ndarray | None = None,
-        colors: Sequence[RGB] | None = None,
-        void_color: RGB | None = None,
+        colors: ColorTable | None = None,
         index_ok: bool = False,
-        read: Callable[[Path], np.ndarray] = read_label_png,
+        read: Callable[[Path], np.ndarray] | None = None,
     ) -> None:
         if lut is None:
             lut = np.full(256, -1, dtype=np.int64)
@@ -57,18 +59,9 @@ class LabelDecoder:
             lut[IGNORE_INDEX] = IGNORE_INDEX
         self.lut = np.asarray(lut, dtype=np.int64)
         self.num_classes = num_classes
-        self.read = read
+        self.read = read or partial(read_label_png, palette_as_rgb=colors is not None)
         self.index_ok = index_ok
-        self.color_keys: np.ndarray | None = None
-        if colors is not None:
-            keys = [_pack(c) for c in colors]
-            values = list(range(len(keys)))
-            if void_color is not None:
-                keys.append(_pack(void_color))
-                values.append(IGNORE_INDEX)
-            order = np.argsort(keys)
-            self.color_keys = np.asarray(keys, dtype=np.int64)[order]
-            self.color_values = np.asarray(values, dtype=np.int64)[order]
+        self.colors = colors
 
     def __call__(self, path: Path) -> np.ndarray:
         """Read and decode ``path``: ``(H, W)`` uint8 array of class indices and 255 for void.
@@ -78,15 +71,19 @@ class LabelDecoder:
         """
         raw = self.read(path)
         if raw.ndim == 3:
-            return self._decode_colors(raw, path)
+            if self.colors is None:
+                raise DataError(f"{path}: colour-coded (RGB) mask but no class colours were given; pass a class file")
+            return self.colors(raw, path)
         if raw.ndim != 2:
             raise DataError(f"{path}: label map has shape {raw.shape}, expected (H, W) or (H, W, 3)")
-        if self.color_keys is not None and not self.index_ok:
+        if self.colors is not None and not self.index_ok:
             raise DataError(
                 f"{path}: expected an RGB colour-coded mask (the class file gives colours), got one channel"
             )
         if raw.dtype == np.bool_:  # 1-bit PNGs
             raw = raw.astype(np.uint8)
+        if raw.dtype.kind not in "ui":
+            raise DataError(f"{path}: label values are {raw.dtype}, expected integers (class indices)")
         if raw.dtype != np.uint8:
             if raw.size and (raw.min() < 0 or raw.max() >= len(self.lut)):
                 bad = np.unique(raw[(raw < 0) | (raw >= len(self.lut))])[:10]
@@ -102,31 +99,6 @@ class LabelDecoder:
                 "check the dataset name, --num-classes or --void-index"
             )
         return labels.astype(np.uint8)
-
-    def _decode_colors(self, rgb: np.ndarray, path: Path) -> np.ndarray:
-        if self.color_keys is None:
-            raise DataError(f"{path}: colour-coded (RGB) mask but no class colours were given; pass a class file")
-        keys = _pack_array(rgb)
-        pos = np.searchsorted(self.color_keys, keys).clip(0, len(self.color_keys) - 1)
-        known = self.color_keys[pos] == keys
-        if not known.all():
-            bad = [tuple(int(v) for v in divmod_rgb(k)) for k in np.unique(keys[~known])[:5]]
-            raise DataError(f"{path}: colours {bad} are neither a class colour of the class file nor the void colour")
-        return self.color_values[pos].astype(np.uint8)
-
-
-def _pack(color: Sequence[int]) -> int:
-    return (int(color[0]) << 16) | (int(color[1]) << 8) | int(color[2])
-
-
-def _pack_array(rgb: np.ndarray) -> np.ndarray:
-    rgb = rgb.astype(np.int64)
-    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-
-
-def divmod_rgb(key: int) -> RGB:
-    """Inverse of the 24-bit colour packing: ``0xRRGGBB -> (r, g, b)``."""
-    return (int(key) >> 16) & 255, (int(key) >> 8) & 255, int(key) & 255
 
 
 class SegmentationDataset(Dataset):

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fcnseg.core.suggest import did_you_mean
 from fcnseg.data.dataset import SegmentationDataset, Transforms
 from fcnseg.data.errors import DataError
 from fcnseg.data.folder import folder_dataset, folder_splits
@@ -62,7 +63,7 @@ def default_splits(name: str, root: str | os.PathLike | None = None) -> tuple[st
 
 def _check_name(name: str) -> None:
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; valid names: {', '.join(DATASETS)}")
 
 
 def build_dataset(

@@ -10,6 +10,8 @@ import torch
 import torchvision
 from torchvision.models import WeightsEnum
 
+from fcnseg.core.suggest import did_you_mean
+
 from .backbones import BACKBONES
 from .fcn import FCN
 from .head import FCNHead
@@ -51,7 +53,7 @@ def create_model(
     """
     head_name, _, arch = name.partition("_")
     if head_name not in HEADS or arch not in BACKBONES or name not in list_models():
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+        raise ValueError(f"unknown model {name!r}{did_you_mean(name, list_models())} (`fcnseg models` lists them all)")
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     spec = BACKBONES[arch]

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum, get_model_weights
 
+from fcnseg.core.safe_load import load_tensors
+
 log = logging.getLogger(__name__)
 
 _MAX_LISTED = 12
@@ -49,10 +51,7 @@ def read_state_dict(source: WeightsEnum | Path) -> dict[str, torch.Tensor]:
     if isinstance(source, WeightsEnum):
         log.info("loading %s (downloads on first use)", source)
         return source.get_state_dict(progress=True, check_hash=True)
-    try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read backbone weights '{source}': {err}") from err
+    state = load_tensors(source, what="backbone weights")
     for key in ("state_dict", "model"):  # common wrappers around a state dict
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device
+from fcnseg.core.suggest import did_you_mean
 
 # How much larger the reference's input is than ours. The authors' Caffe nets read x_c = 255 * rgb - mean (BGR,
 # 0..255 scale); fcnseg reads x = (rgb - mu) / sigma with torchvision's ImageNet mu, sigma. As 255 * mu matches the
@@ -67,7 +68,12 @@ class TrainConfig:
     train_split: str = _f("train", "split to train on")
     val_split: str = _f("val", "split to validate on ('' for none)")
     classes: str | None = _f(None, "class file of a folder dataset (name r g b per line)")
+    unknown_colors: str = _f("error", "folder masks: colours neither a class nor void are an error, or void")
+    color_tolerance: int = _f(0, "folder masks: match colours within N per channel of a class or void colour")
+    val_fraction: float | None = _f(None, "folder dataset without split lists: validate on this seeded share")
+    skip_bad_samples: bool = _f(False, "read every pair first; train on the readable ones, list the rest")
     backbone_weights: str | None = _f(None, "ImageNet weights: a local state dict or a torchvision name (DEFAULT)")
+    weights_sha256: str | None = _f(None, "SHA-256 the --backbone-weights file must have, checked before reading it")
     init_from: str | None = _f(None, "initialise from this checkpoint of a coarser FCN (staged training)")
     staged: bool = _f(False, "train FCN-32s, then 16s, then 8s, each from the previous one (iters per stage)")
     layout: str | None = _f(None, "VGG layout: default or caffe")
@@ -110,6 +116,7 @@ class TrainConfig:
     tensorboard: bool = _f(False, "also write metrics to OUT/tensorboard (needs the tensorboard package)")
     sync_bn: bool = _f(True, "under torchrun on GPUs, batch norm over the global batch (SyncBatchNorm)")
     dist_timeout: float = _f(600.0, "under torchrun, seconds a process waits for the others before it fails")
+    skip_nonfinite: bool = _f(False, "skip (and count) batches whose loss is not finite instead of stopping")
 
     def resolved(self) -> TrainConfig:
         """Check values and fill derived defaults."""
@@ -119,13 +126,20 @@ class TrainConfig:
             "loss_norm": ("mean", "sum"),
             "class_weights": ("none", "median-frequency"),
             "precision": PRECISIONS,
+            "unknown_colors": ("error", "void"),
         }
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
+            value = getattr(self, name)
+            if value not in allowed:
                 raise ValueError(
-                    f"--{name.replace('_', '-')} must be one of {list(allowed)}, not {getattr(self, name)!r}"
+                    f"--{name.replace('_', '-')} must be one of {list(allowed)}, not {value!r}"
+                    + did_you_mean(value, allowed)
                 )
         resolve_device(self.device)  # a name that is not a device, or a GPU that is not there, fails here
+        from fcnseg.models import list_models
+
+        if self.model not in list_models():
+            raise ValueError(f"unknown model {self.model!r}{did_you_mean(self.model, list_models())}")
         if self.crop_size is not None:
             self.crop_size = (int(self.crop_size[0]), int(self.crop_size[1]))
         if self.scale_range is not None:
@@ -141,6 +155,10 @@ class TrainConfig:
         for name in ("lr", "input_scale", "stage_lr_factor"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.val_fraction is not None and not 0 < self.val_fraction < 1:
+            raise ValueError(f"--val-fraction must lie strictly between 0 and 1, got {self.val_fraction}")
+        if self.color_tolerance < 0:
+            raise ValueError(f"--color-tolerance must be 0 or more, got {self.color_tolerance}")
         if not self.data_root:
             raise ValueError("--data-root is required: the folder of the dataset to train on")
         return self
@@ -171,7 +189,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"config file '{path}' has unknown keys {unknown}; keys are the flags of `fcnseg train`")
+        hint = did_you_mean(unknown[0], known)
+        raise ValueError(f"config file '{path}' has unknown keys {unknown}; keys are the flags of `fcnseg train`{hint}")
     return data
 
 
@@ -192,7 +211,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 type=lambda s, c=cast: None if s.lower() == "none" else c(s),
             )
         else:
-            cast = {"int | None": int, "int": int, "float": float}.get(f.type, str)
+            cast = {"int | None": int, "int": int, "float": float, "float | None": float}.get(f.type, str)
             parser.add_argument(flag, type=cast, default=None, help=help_text)
     parser.add_argument("--config", type=Path, default=None, help="YAML or TOML file whose keys are these flags")
 
@@ -209,5 +228,5 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     from_file = read_config_file(args.config) if getattr(args, "config", None) else {}
     preset = flags.get("preset", from_file.get("preset", "modern"))
     if preset not in PRESETS:
-        raise ValueError(f"--preset must be one of {list(PRESETS)}, not {preset!r}")
+        raise ValueError(f"--preset must be one of {list(PRESETS)}, not {preset!r}" + did_you_mean(preset, PRESETS))
     return TrainConfig(**(PRESETS[preset] | from_file | flags)).resolved()

@@ -10,14 +10,23 @@ batch N x B, and a run may resume on another number of processes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fcnseg.core.distributed import World, share
-from fcnseg.data import pad_collate
+from fcnseg.data import DataError, pad_collate
 
 Key = tuple[int, int]  # (epoch, index into the dataset)
+
+
+@dataclass
+class BadBatch:
+    """A batch with an unreadable sample, passed to the main process instead of a worker traceback."""
+
+    keys: list[Key]
+    problems: list[str]
 
 
 class SeededAugmentation(Dataset):
@@ -29,9 +38,12 @@ class SeededAugmentation(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor, Key]:
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor, Key] | BadBatch:
         epoch, index = key
-        image, mask = self.base[index]
+        try:
+            image, mask = self.base[index]
+        except DataError as err:
+            return BadBatch([key], [str(err)])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + epoch * 10_007 + index) % 2**63)
             image, mask = self.transform(image, mask)
@@ -86,7 +98,10 @@ class EpochBatches(Sampler[list[Key]]):
             epoch, position = epoch + 1, 0
 
 
-def _collate(items: list[tuple[torch.Tensor, torch.Tensor, Key]]) -> tuple[torch.Tensor, torch.Tensor, list[Key]]:
+def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor, list[Key]] | BadBatch:
+    bad = [item for item in items if isinstance(item, BadBatch)]
+    if bad:
+        return BadBatch([k for b in bad for k in b.keys], [m for b in bad for m in b.problems])
     images, masks = pad_collate([(image, mask) for image, mask, _ in items])
     return images, masks, [key for _, _, key in items]
 

@@ -6,26 +6,25 @@ Under ``torchrun`` every process runs the same loop on its part of each global b
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import signal
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from fcnseg.core.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from fcnseg.core.device import resolve_device
 from fcnseg.core.distributed import World, distributed_session
 from fcnseg.core.io import write_text
+from fcnseg.core.progress import make_bar
+from fcnseg.core.safe_load import verify_sha256
 from fcnseg.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    DataError,
     build_dataset,
     check_dataset,
     eval_transforms,
@@ -37,7 +36,17 @@ from fcnseg.evaluation.plots import plot_curves
 from fcnseg.models import HEADS, create_model, load_init_weights
 
 from .config import TrainConfig
-from .data import EpochBatches, SeededAugmentation, training_loader
+from .data import BadBatch, EpochBatches, SeededAugmentation, training_loader
+from .dataprep import check_command, dataset_options, drop_bad_samples, resolve_splits
+from .guards import (
+    ForcedStop,
+    StopSignals,
+    TrainingError,
+    check_free_space,
+    check_writable,
+    finite_weights,
+    write_failed,
+)
 from .step import SGDStep
 
 __all__ = ["RunLog", "Trainer", "resolve_device", "train"]
@@ -45,17 +54,11 @@ __all__ = ["RunLog", "Trainer", "resolve_device", "train"]
 log = logging.getLogger(__name__)
 
 
-def _dataset_options(config: TrainConfig) -> dict[str, Any]:
-    return {"classes": config.classes} if config.dataset == "folder" and config.classes else {}
-
-
-def _class_weights(config: TrainConfig) -> torch.Tensor | None:
+def _class_weights(config: TrainConfig, split: str) -> torch.Tensor | None:
     if config.class_weights == "none":
         return None
-    report = check_dataset(
-        config.dataset, config.data_root, [config.train_split], progress=False, **_dataset_options(config)
-    )
-    weights = median_frequency_weights(report.class_counts(config.train_split))
+    report = check_dataset(config.dataset, config.data_root, [split], progress=False, **dataset_options(config))
+    weights = median_frequency_weights(report.class_counts(split))
     log.info("median-frequency class weights: %s", " ".join(f"{w:.3f}" for w in weights))
     return torch.as_tensor(weights, dtype=torch.float32)
 
@@ -121,9 +124,15 @@ class Trainer:
         self.folder = Path(c.out)
         self.world = world or World(device=resolve_device(c.device))
         self.device = self.world.device
+        if self.world.is_main:
+            check_writable(self.folder)
         torch.manual_seed(c.seed)
-        options = _dataset_options(c)
-        base = build_dataset(c.dataset, c.data_root, c.train_split, cache=c.cache, **options)
+        options = dataset_options(c)
+        self.train_split, self.val_split = resolve_splits(c, self.folder)
+        options["verify"] = False  # missing files are reported below, or skipped like unreadable ones
+        base = build_dataset(c.dataset, c.data_root, self.train_split, cache=c.cache, **options)
+        if c.skip_bad_samples:
+            base = drop_bad_samples(base, "train", c, self.folder)
         self.classes = base.classes
         if c.cache:
             _log_cache_size(base, c.workers)
@@ -137,10 +146,17 @@ class Trainer:
         )
         self.train_set = SeededAugmentation(base, augment, c.seed)
         self.val_set = (
-            build_dataset(c.dataset, c.data_root, c.val_split, eval_transforms(self.mean, self.std), **options)
-            if c.val_split
+            build_dataset(c.dataset, c.data_root, self.val_split, eval_transforms(self.mean, self.std), **options)
+            if self.val_split
             else None
         )
+        for dataset in (base, self.val_set) if not c.skip_bad_samples else ():
+            missing = dataset.missing_files() if dataset is not None else []
+            if missing:
+                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+                raise TrainingError(f"{missing[0][0]}: {missing[0][1]}{more}. {self._data_hint()}")
+        if self.val_set is not None and c.skip_bad_samples:
+            self.val_set = drop_bad_samples(self.val_set, "val", c, self.folder)
         if len(base) < self.world.size:
             raise ValueError(f"the training split has {len(base)} images, fewer than the {self.world.size} processes")
         self.global_batch = c.batch_size * self.world.size
@@ -150,20 +166,36 @@ class Trainer:
         model_options = {k: getattr(c, k) for k in ("at_once", "learnable_upsampling") if getattr(c, k)}
         if c.layout:
             model_options["layout"] = c.layout
+        if c.weights_sha256:
+            if not (c.backbone_weights and Path(c.backbone_weights).is_file()):
+                raise ValueError("--weights-sha256 checks a --backbone-weights file; give the file's path")
+            verify_sha256(c.backbone_weights, c.weights_sha256)
         model = create_model(
             c.model, num_classes=self.classes.num_classes, backbone_weights=c.backbone_weights, **model_options
         )
         if c.init_from:
             fresh = load_init_weights(model, load_checkpoint(c.init_from))
             log.info("initialised from %s; new layers: %s", c.init_from, fresh)
-        self.sgd = SGDStep(model, c, self.device, _class_weights(c), world=self.world)
+        if self.world.is_main:
+            check_free_space(self.folder, model)
+        self.sgd = SGDStep(model, c, self.device, _class_weights(c, self.train_split), world=self.world)
         self.model, self.optimizer, self.scaler = self.sgd.model, self.sgd.optimizer, self.sgd.scaler
-        self.step, self.best_miou, self.elapsed = 0, -1.0, 0.0
-        if c.resume:
+        self.step, self.best_miou, self.elapsed, self.nonfinite = 0, -1.0, 0.0, 0
+        self.saved_step: int | None = None
+        resuming = c.resume and (self.folder / "last.pt").is_file()
+        if c.resume and not resuming:
+            log.warning("--resume: %s has no last.pt yet; starting from step 0", self.folder)
+        if resuming:
             self._resume()
         self.log = RunLog(
-            self.folder, self.step if c.resume else None, write=self.world.is_main, tensorboard=c.tensorboard
+            self.folder, self.step if resuming else None, write=self.world.is_main, tensorboard=c.tensorboard
         )
+        self.stop = StopSignals()
+
+    @property
+    def resume_command(self) -> str:
+        """The command that continues this run."""
+        return f"fcnseg train --config {self.folder / 'config.json'} --resume"
 
     # --- checkpoints -------------------------------------------------------------------------------------------
 
@@ -176,6 +208,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "global_batch": self.global_batch,
             "world_size": self.world.size,
+            "nonfinite_skipped": self.nonfinite,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": torch.get_rng_state(),
@@ -214,6 +247,7 @@ class Trainer:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.step, self.best_miou, self.elapsed = state["step"], state["best_miou"], state["elapsed"]
+        self.nonfinite, self.saved_step = state.get("nonfinite_skipped", 0), self.step
         self.batches.start_epoch, self.batches.start_position = state["epoch"], state["position"]
         log.info(
             "resumed %s at step %d of %d (written by %d processes, continued by %d)",
@@ -229,7 +263,14 @@ class Trainer:
     def validate(self) -> dict:
         if self.val_set is None:
             return {}
-        result = evaluate(
+        try:
+            result = self._evaluate()
+        except DataError as err:
+            raise TrainingError(f"{err}. {self._data_hint()}") from err
+        return result.metrics
+
+    def _evaluate(self):
+        return evaluate(
             self.model,
             self.val_set,
             classes=self.classes,
@@ -238,19 +279,29 @@ class Trainer:
             progress=False,
             world=self.world,
         )
-        return result.metrics
+
+    def _data_hint(self) -> str:
+        return f"List every problem with: {check_command(self.config)}; or train on the rest with --skip-bad-samples"
 
     def _save(self, metrics: dict) -> None:
+        """Write ``last.pt`` (and ``best.pt`` when validation improved); never over a good file with bad weights."""
+        if not finite_weights(self.model):
+            kept = f"last.pt from step {self.saved_step} is kept" if self.saved_step is not None else "nothing saved"
+            raise TrainingError(f"the weights became non-finite by step {self.step}; {kept}. Lower --lr")
         miou = metrics.get("mean_iou", -1.0)
         improved = miou > self.best_miou or self.val_set is None
         self.best_miou = max(self.best_miou, miou)
+        self.saved_step = self.step
         if not self.world.is_main:
             return
         ckpt = self._checkpoint(metrics)
-        save_checkpoint(ckpt, self.folder / "last.pt")
-        if improved:
-            ckpt.pop("train_state")
-            save_checkpoint(ckpt, self.folder / "best.pt")
+        for name in ("last.pt", "best.pt") if improved else ("last.pt",):
+            if name == "best.pt":
+                ckpt.pop("train_state")
+            try:
+                save_checkpoint(ckpt, self.folder / name)
+            except OSError as err:
+                raise write_failed(self.folder / name, err, self.resume_command) from err
 
     def _evaluate_and_save(self) -> dict:
         self.model.eval()
@@ -269,17 +320,38 @@ class Trainer:
         """One SGD step on a batch; returns the loss."""
         return self.sgd(images, masks, self.step, self.total)
 
-    def _loop(self, loader, bar: tqdm) -> dict:
+    def _batch_files(self, keys: list) -> str:
+        files = [self.train_set.base.files[index][0].name for _, index in keys]
+        return ", ".join(files[:8]) + (f" and {len(files) - 8} more" if len(files) > 8 else "")
+
+    def _guarded_step(self, images: torch.Tensor, masks: torch.Tensor, keys: list) -> float | None:
+        """``train_step``, or ``None`` for a batch skipped because its loss was not finite (``--skip-nonfinite``)."""
+        try:
+            return self.train_step(images, masks)
+        except FloatingPointError as err:
+            where = f"at step {self.step} on the batch {self._batch_files(keys)}"
+            if not self.config.skip_nonfinite:
+                kept = f"last.pt from step {self.saved_step} is kept" if self.saved_step is not None else "no save yet"
+                raise TrainingError(f"non-finite loss {where}; {kept}. Lower --lr, or pass --skip-nonfinite") from err
+            self.nonfinite += 1
+            log.warning("skipped a non-finite loss %s (%d skipped so far)", where, self.nonfinite)
+            return None
+
+    def _loop(self, loader, bar) -> dict:
         """Steps until the end; logs every ``log_every`` steps and validates every ``val_every``."""
         c, metrics = self.config, {}
         window = {"loss": 0.0, "steps": 0, "images": 0, "start": time.perf_counter()}
-        while self.step < self.total:
-            images, masks, keys = next(loader)
-            loss = self.train_step(images, masks)
+        while self.step < self.total and self.stop.requested is None:
+            batch = next(loader)
+            if isinstance(batch, BadBatch):
+                raise TrainingError(f"{batch.problems[0]}. {self._data_hint()}")
+            images, masks, keys = batch
+            loss = self._guarded_step(images, masks, keys)
             self.step += 1
             self.batches.advance(keys)
-            window["loss"] += loss
-            window["steps"] += 1
+            if loss is not None:
+                window["loss"] += loss
+                window["steps"] += 1
             window["images"] += len(keys) * self.world.size
             bar.update(1)
             if self.step % c.log_every == 0 or self.step == self.total:
@@ -288,7 +360,7 @@ class Trainer:
                 row = {
                     "step": self.step,
                     "epoch": self.batches.start_epoch,
-                    "loss": window["loss"] / window["steps"],
+                    "loss": window["loss"] / max(window["steps"], 1),
                     "lr": self.sgd.lr,
                     "images_per_s": window["images"] / max(seconds, 1e-9),
                     "elapsed_s": round(self.elapsed, 2),
@@ -302,16 +374,20 @@ class Trainer:
         return metrics
 
     def run(self) -> dict:
-        """Train to ``total`` steps; Ctrl-C or SIGTERM saves ``last.pt`` first. Returns a summary."""
+        """Train to ``total`` steps; Ctrl-C or SIGTERM saves ``last.pt`` after the current step. Returns a summary.
+
+        Raises:
+            KeyboardInterrupt: the run was stopped by a signal (``last.pt`` saved unless it was a second signal).
+            TrainingError: bad data, a non-finite loss, or an unwritable run folder (the message says what to do).
+        """
         c, main = self.config, self.world.is_main
         if main:
-            self.folder.mkdir(parents=True, exist_ok=True)
             write_text(self.folder / "config.json", json.dumps(c.to_dict(), indent=2) + "\n")
         log.info(
             "training %s on %s/%s for %d steps of %d images (%d per process) -> %s",
             c.model,
             c.dataset,
-            c.train_split,
+            self.train_split,
             self.total,
             self.global_batch,
             c.batch_size,
@@ -319,14 +395,20 @@ class Trainer:
         )
         self.model.train()
         loader = iter(training_loader(self.train_set, self.batches, workers=c.workers, pin=self.device.type == "cuda"))
-        bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
+        bar = make_bar(self.total, initial=self.step, desc="train", unit="step", enabled=main)
         try:
-            with _sigterm_as_interrupt():
+            with self.stop.installed():
                 metrics = self._loop(loader, bar)
+                if self.stop.requested is not None:
+                    raise KeyboardInterrupt(f"signal {self.stop.requested}")
+        except ForcedStop:
+            log.warning("stopped at once; the last saved checkpoint stays. Resume with: %s", self.resume_command)
+            raise
         except KeyboardInterrupt:
             if main:
-                log.warning("interrupted at step %d: saving last.pt so that --resume can continue", self.step)
+                log.warning("interrupted at step %d: saving last.pt", self.step)
                 save_checkpoint(self._checkpoint({}), self.folder / "last.pt")
+                log.warning("saved. Resume with: %s", self.resume_command)
             raise
         finally:
             bar.close()
@@ -337,28 +419,12 @@ class Trainer:
             "train_seconds": round(self.elapsed, 1),
             "final": _brief(metrics),
             "best_val_mean_iou": self.best_miou,
+            "nonfinite_skipped": self.nonfinite,
         }
         if main:
             write_text(self.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
         self.world.barrier()  # the run (and its files) ends for all processes together
         return summary
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Treat SIGTERM (a scheduler or ``kill``) like Ctrl-C, so that the run saves ``last.pt`` before it ends."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _log_cache_size(dataset: Any, workers: int) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from fcnseg.core.io import write_text
 from fcnseg.data import DataError, DataReport, SegmentationDataset, dataset_splits
 from fcnseg.data.checks import scan_split
-from fcnseg.data.folder import IMAGE_SUFFIXES
+from fcnseg.data.decode import IMAGE_SUFFIXES
 
 from .config import TrainConfig
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fcnseg.training.checkpoint import load_checkpoint
 
+from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.data.synthetic import write_shapes_dataset
 
 REPO = Path(__file__).resolve().parents[1]

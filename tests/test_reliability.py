@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from fcnseg.training.checkpoint import load_checkpoint
 
 from fcnseg.cli.main import main
 from fcnseg.core import progress
+from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.core.safe_load import UntrustedFileError, load_tensors
 from fcnseg.data.synthetic import write_shapes_dataset
 from fcnseg.training import step as step_module

@@ -90,3 +90,14 @@ def test_every_score_path_is_centred_on_its_pixel(name: str) -> None:
     for axis in (2, 3):
         offsets = [c - CENTRE for c in path_centroids(model, paths, axis)]
         assert offsets == pytest.approx([0.0] * paths, abs=1e-2), f"path offsets in pixels along axis {axis}"
+
+
+def test_a_checkpoint_with_the_old_even_kernels_is_refused_with_the_reason() -> None:
+    from fcnseg.models import model_from_checkpoint
+
+    model = create_model("fcn8s_resnet18", num_classes=2)
+    state = model.state_dict()
+    state["head.upscore.weight"] = torch.zeros(2, 2, 16, 16)  # the kernel 2f of the misaligned head
+    ckpt = {"model": {"name": "fcn8s_resnet18", "num_classes": 2, "options": {}}, "state_dict": state}
+    with pytest.raises(ValueError, match="retrain"):
+        model_from_checkpoint(ckpt)

@@ -16,7 +16,15 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> FCN:
     """Rebuild the model of a checkpoint read by :func:`fcnseg.core.checkpoint.load_checkpoint`, in eval mode."""
     spec = ckpt["model"]
     model = create_model(spec["name"], num_classes=spec["num_classes"], **spec.get("options", {}))
-    model.load_state_dict(ckpt["state_dict"])
+    state, own = ckpt["state_dict"], model.state_dict()
+    stale = [k for k in own if k.endswith("upscore.weight") and k in state and state[k].shape != own[k].shape]
+    if stale:
+        raise ValueError(
+            f"this {spec['name']} checkpoint has upsampling kernels of {state[stale[0]].shape[-1]} pixels where the "
+            f"model now has {own[stale[0]].shape[-1]}: it was written before fcnseg centred every skip path on its "
+            "pixel (the old head was up to 12.5 px off on this backbone); retrain it with this version"
+        )
+    model.load_state_dict(state)
     return model.eval()
 
 

@@ -40,14 +40,14 @@ def _config(shapes: Path, out: Path, **kw) -> TrainConfig:
 
 def _nan_loss_on_call(monkeypatch: pytest.MonkeyPatch, bad_call: int) -> None:
     """Make the loss of the ``bad_call``-th training step NaN (the check in SGDStep then sees it)."""
-    real, calls = step_module.segmentation_loss, []
+    real, calls = step_module.loss_terms, []
 
     def loss(*args, **kwargs):
         calls.append(1)
-        value = real(*args, **kwargs)
-        return value * float("nan") if len(calls) == bad_call else value
+        summed, count = real(*args, **kwargs)
+        return (summed * float("nan"), count) if len(calls) == bad_call else (summed, count)
 
-    monkeypatch.setattr(step_module, "segmentation_loss", loss)
+    monkeypatch.setattr(step_module, "loss_terms", loss)
 
 
 def test_nonfinite_loss_stops_naming_step_and_files_and_keeps_last_good(shapes, tmp_path, monkeypatch) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device
 from fcnseg.core.suggest import did_you_mean
+from fcnseg.models import list_models
 
 # How much larger the reference's input is than ours. The authors' Caffe nets read x_c = 255 * rgb - mean (BGR,
 # 0..255 scale); fcnseg reads x = (rgb - mu) / sigma with torchvision's ImageNet mu, sigma. As 255 * mu matches the
@@ -136,7 +137,6 @@ class TrainConfig:
                     + did_you_mean(value, allowed)
                 )
         resolve_device(self.device)  # a name that is not a device, or a GPU that is not there, fails here
-        from fcnseg.models import list_models
 
         if self.model not in list_models():
             raise ValueError(f"unknown model {self.model!r}{did_you_mean(self.model, list_models())}")

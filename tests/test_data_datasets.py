@@ -235,3 +235,44 @@ def test_one_bit_masks_are_indices(tmp_path: Path) -> None:
     (tmp_path / "masks").mkdir()
     Image.fromarray(np.array([[True, False], [False, True]])).save(tmp_path / "masks" / "a.png")
     assert_item(build_dataset("folder", tmp_path, "all", num_classes=2), 0, np.array([[1, 0], [0, 1]]))
+
+
+def test_training_and_prediction_decode_a_file_to_the_same_pixels(tmp_path: Path) -> None:
+    """One decoder: 16-bit, EXIF-rotated and transparent images give the same pixels in a dataset and in predict."""
+    from fcnseg.inference.images import load_image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    # 12-bit sensor data in a 16-bit PNG: scaled by 255 / 4095 (its maximum), not by 255 / 65535 (black).
+    wide = rng.integers(0, 4096, (6, 8)).astype(np.uint16)
+    wide[0, 0] = 4095
+    Image.fromarray(wide).save(tmp_path / "images" / "wide.png")
+    # A JPEG stored 8 wide x 6 high whose EXIF says "rotate 90 degrees clockwise to display" (orientation 6).
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).save(tmp_path / "images" / "turned.jpg", exif=exif)
+    # RGBA: composited on black.
+    rgba = rng.integers(0, 256, (6, 8, 4), dtype=np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "images" / "alpha.png")
+    for stem, (h, w) in {"wide": (6, 8), "turned": (8, 6), "alpha": (6, 8)}.items():
+        write_mask(tmp_path / "masks" / f"{stem}.png", np.zeros((h, w)))
+    dataset = build_dataset("folder", tmp_path, "all", num_classes=2)
+    decoded = {p.stem: dataset.load(i)[0].permute(1, 2, 0).numpy() for i, (p, _) in enumerate(dataset.files)}
+    for path, _ in dataset.files:
+        np.testing.assert_array_equal(decoded[path.stem], np.asarray(load_image(path)))
+    # Independent references for the rules.
+    np.testing.assert_array_equal(decoded["wide"][..., 0], np.rint(wide * (255 / 4095)).astype(np.uint8))
+    assert decoded["turned"].shape == (8, 6, 3)  # displayed upright: 6 wide x 8 high
+    expected_alpha = np.rint(rgba[..., :3] * (rgba[..., 3:] / 255.0).astype(np.float32)).astype(np.uint8)
+    np.testing.assert_array_equal(decoded["alpha"], expected_alpha)
+
+
+def test_a_mask_saved_unrotated_is_named_with_the_exif_reason(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 6)).save(tmp_path / "images" / "a.jpg", exif=exif)
+    write_mask(tmp_path / "masks" / "a.png", np.zeros((6, 8)))  # the stored orientation, not the displayed one
+    dataset = build_dataset("folder", tmp_path, "all", num_classes=2)
+    with pytest.raises(DataError, match=r"a\.png: mask is 8x6 .*EXIF orientation"):
+        dataset.load(0)

@@ -98,10 +98,10 @@ def test_arrays_and_tensors() -> None:
 
 
 def test_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(ImageReadError, match=r"cannot read image '.*missing\.jpg': no such file"):
+    with pytest.raises(ImageReadError, match=r"missing\.jpg: cannot read image \(no such file\)"):
         load_image(tmp_path / "missing.jpg")
     (tmp_path / "bad.png").write_bytes(b"not a png at all")
-    with pytest.raises(ImageReadError, match=r"cannot read image '.*bad\.png'"):
+    with pytest.raises(ImageReadError, match=r"bad\.png: cannot read image \(not an image"):
         load_image(tmp_path / "bad.png")
     Image.fromarray(gradient(64, 64)).save(tmp_path / "cut.png")
     data = (tmp_path / "cut.png").read_bytes()

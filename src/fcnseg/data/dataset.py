@@ -172,9 +172,16 @@ class SegmentationDataset(Dataset):
         image = read_image(image_path)
         mask = torch.from_numpy(np.ascontiguousarray(self.decode_mask(mask_path)))
         if tuple(image.shape[-2:]) != tuple(mask.shape):
+            turned = tuple(image.shape[-2:]) == tuple(mask.shape[::-1])
             raise DataError(
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {image_path} is "
                 f"{image.shape[2]}x{image.shape[1]}; image and mask must have the same size"
+                + (
+                    " (images are read upright, as their EXIF orientation says; masks as stored: save the mask "
+                    "in the orientation the image is displayed in)"
+                    if turned
+                    else ""
+                )
             )
         if self.cache:
             self._cache[index] = (image, mask)

@@ -94,3 +94,20 @@ def test_dataloader_batches_images_of_different_sizes() -> None:
     images, masks = next(iter(DataLoader(samples, batch_size=3, collate_fn=pad_collate)))
     assert images.shape == (3, 3, 24, 24) and masks.shape == (3, 24, 24)
     assert (masks[2] != IGNORE_INDEX).sum() == 64
+
+
+def test_normalize_uint8_is_the_eval_transform_bit_for_bit() -> None:
+    """Prediction's normalisation of a batch equals the evaluation transform's, and keeps a channels-last layout."""
+    from fcnseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transforms, normalize_uint8
+
+    image = torch.randint(0, 256, (3, 37, 53), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    expected, _ = eval_transforms()(tv_tensors.Image(image), tv_tensors.Mask(torch.zeros(37, 53, dtype=torch.int64)))
+    batch = image.permute(1, 2, 0).contiguous()[None].permute(0, 3, 1, 2)  # (1, 3, H, W) viewed from (1, H, W, 3)
+    got = normalize_uint8(batch, IMAGENET_MEAN, IMAGENET_STD)
+    assert torch.equal(got[0], expected)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    # The closed form, to float32 rounding: (v / 255 - mean) / std.
+    reference = (image.double() / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1).double()) / torch.tensor(
+        IMAGENET_STD
+    ).view(3, 1, 1).double()
+    torch.testing.assert_close(got[0].double(), reference, rtol=0, atol=1e-6)

@@ -47,6 +47,16 @@ class RandomScale(v2.Transform):
         return self._call_kernel(F.resize, inpt, size=params["size"], antialias=True)
 
 
+def normalize_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 images ``(..., 3, H, W)`` -> normalised float32, with the arithmetic of :func:`eval_transforms`.
+
+    The same kernels (``to_dtype`` with scaling, then ``normalize``) bit for bit, so that a file predicted by
+    :class:`~fcnseg.inference.predictor.Predictor` is the input its evaluation scored. The float copy keeps the
+    memory layout of ``images`` (a channels-last view stays channels-last) and is normalised in place.
+    """
+    return F.normalize(F.to_dtype(images, torch.float32, scale=True), list(mean), list(std), inplace=True)
+
+
 def _to_float(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
     return [
         v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),

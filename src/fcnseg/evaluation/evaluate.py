@@ -1,7 +1,10 @@
 """The evaluation loop: run a model over a split, accumulate one confusion matrix, report the paper's metrics.
 
-Inference goes through :func:`fcnseg.inference.engine.segment_logits`, the engine shared with ``fcnseg predict``,
-so that whole-image, sliding-window, multi-scale and flip evaluation score exactly what prediction produces.
+Evaluation scores what prediction produces: every batch goes through a
+:class:`~fcnseg.inference.predictor.Predictor`'s :meth:`~fcnseg.inference.predictor.Predictor.infer`, the path of
+``fcnseg predict`` (the model prepared for its device and precision, whole-image or sliding-window, multi-scale and
+flip), and images are decoded by the one decoder that prediction uses. ``fcnseg eval`` on a split therefore gives
+the metrics of ``fcnseg predict``'s masks of the same images (``tests/test_eval_is_predict.py``).
 Under ``torchrun`` each process evaluates its own contiguous part of the split and the confusion matrices are
 summed, so every process gets the metrics of the whole split, equal to a one-process evaluation.
 """
@@ -23,13 +26,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from fcnseg.core.device import autocast_dtype, resolve_device
+from fcnseg.core.device import autocast_dtype
 from fcnseg.core.distributed import World, all_reduce_sum, shard
 from fcnseg.core.io import write_text
 from fcnseg.data.classes import IGNORE_INDEX, as_class_info
 from fcnseg.evaluation.metrics import ConfusionMatrix, metrics_from_matrix
 from fcnseg.evaluation.plots import plot_confusion, plot_samples
-from fcnseg.inference.engine import segment_logits
+from fcnseg.inference.predictor import Predictor
 
 __all__ = ["EvalResult", "Sample", "class_names_colors", "evaluate", "format_table", "write_report"]
 
@@ -135,7 +138,7 @@ def _check_settings(mode: str, tile_size: int | Sequence[int] | None) -> tuple[i
 
 
 def evaluate(
-    model: nn.Module,
+    model: nn.Module | Predictor,
     dataset: Dataset,
     *,
     classes: Any,
@@ -158,8 +161,11 @@ def evaluate(
     """Evaluate ``model`` on every item of ``dataset`` and compute the paper's metrics over the whole split.
 
     Args:
-        model: maps ``(N, 3, H, W)`` normalised images to ``(N, K, H, W)`` logits; it is moved to ``device`` and
-            run in eval mode (its training flag is restored afterwards).
+        model: maps ``(N, 3, H, W)`` normalised images to ``(N, K, H, W)`` logits; it is run by a
+            :class:`Predictor` built from the arguments below (moved to ``device``, in eval mode, on CPU in
+            channels_last; its training flag and memory format are restored afterwards). Or a ``Predictor``, whose
+            own device and inference settings are then used (``device``, ``mode``, ``tile_size``, ``overlap``,
+            ``scales``, ``flip`` and ``precision`` are not read).
         dataset: items ``(image (3, H, W) float normalised, mask (H, W) int64)``, void = ``ignore_index``.
         classes: the ``K`` classes (see :func:`class_names_colors`); names label ``per_class``.
         device: where inference runs (``"auto"``: see :func:`fcnseg.core.device.resolve_device`).
@@ -187,24 +193,36 @@ def evaluate(
         ValueError: bad settings, logits whose class count differs from ``classes``, or a split without any
             labelled pixel.
     """
-    tile = _check_settings(mode, tile_size)
     names, _ = class_names_colors(classes)
-    device = resolve_device(device)
-    amp = autocast_dtype(precision, device)  # validates precision; "auto" resolves per device
+    if isinstance(model, Predictor):
+        predictor, restore = model, None
+    else:
+        tile = _check_settings(mode, tile_size)
+        restore = _model_state(model)
+        normalization = {"mean": mean, "std": std} if mean is not None and std is not None else {}
+        predictor = Predictor(
+            model,
+            classes=classes,
+            device=device,
+            precision=precision,
+            tile_size=tile,
+            overlap=overlap,
+            scales=scales,
+            flip=flip,
+            **normalization,
+        )
+    device = predictor.device
+    amp = autocast_dtype(predictor.precision, device)
+    tile = predictor.tile_size
     settings = {
-        "mode": mode,
-        "tile_size": list(tile) if tile else None,
-        "overlap": overlap if tile else None,
-        "scales": [float(s) for s in scales],
-        "flip": flip,
-        "precision": precision,
+        "mode": "slide" if tile else "whole",
+        "tile_size": list(tile) if isinstance(tile, tuple) else tile,
+        "overlap": predictor.overlap if tile else None,
+        "scales": [float(s) for s in predictor.scales],
+        "flip": predictor.flip,
+        "precision": predictor.precision,
         "autocast": None if amp is None else str(amp).removeprefix("torch."),
     }
-
-    def infer(x: Tensor) -> Tensor:  # (N, 3, H, W) -> (N, K, H, W)
-        return segment_logits(
-            model, x, tile_size=tile, overlap=overlap, scales=tuple(scales), flip=flip, precision=precision
-        )
 
     world = world or World()
     loader = DataLoader(
@@ -216,14 +234,13 @@ def evaluate(
         generator=torch.Generator(),  # leaves the global RNG (a training run's dropout stream) alone
     )
     cm = ConfusionMatrix(len(names), ignore_index=ignore_index)
-    was_training = model.training
-    model.to(device).eval()
     start = time.perf_counter()
     try:
         result = EvalResult({}, cm.matrix, settings=settings)
-        _accumulate(infer, loader, device, cm, result, num_samples, (mean, std), progress and world.is_main)
+        _accumulate(predictor.infer, loader, device, cm, result, num_samples, (mean, std), progress and world.is_main)
     finally:
-        model.train(was_training)
+        if restore is not None:
+            restore()
     matrix = cm.matrix
     if world.enabled:  # every process ends with the counts of the whole split
         counts = all_reduce_sum(torch.cat([matrix.view(-1), torch.tensor([result.num_images])]), world)
@@ -239,6 +256,23 @@ def evaluate(
         100 * result.metrics["pixel_acc"],
     )
     return result
+
+
+def _model_state(model: nn.Module) -> Callable[[], None]:
+    """A function that gives ``model`` back its training flag and, if it had it, the default memory format.
+
+    The predictor puts the model in eval mode and, on CPU, its weights in channels_last; a model evaluated during
+    training goes back to training as it was.
+    """
+    was_training = model.training
+    contiguous = all(p.is_contiguous() for p in model.parameters() if p.dim() == 4)
+
+    def restore() -> None:
+        model.train(was_training)
+        if contiguous:
+            model.to(memory_format=torch.contiguous_format)
+
+    return restore
 
 
 def _accumulate(

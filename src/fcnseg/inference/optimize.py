@@ -247,4 +247,4 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, precisio
         fast.head = Float32Head(fast.head)
     count = sum(_pack_children(m, dtype, fp32) for m in list(fast.modules()))
     logger.debug("packed %d convolutions for %s inference", count, dtype)
-    return fast
+    return fast if count or isinstance(fast, FCN) else model  # nothing to pack: the model itself

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.core.device import autocast_dtype, memory_format, resolve_device
 from fcnseg.data.classes import ClassInfo, as_class_info
-from fcnseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from fcnseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_uint8
 from fcnseg.inference.engine import choose_tile_size, segment_bands, segment_logits
 from fcnseg.inference.images import load_image
 from fcnseg.inference.memory import MemoryModel, estimate_memory
@@ -84,8 +84,7 @@ class Predictor:
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
         self._fast = prepare_for_inference(self.model, self.device, precision)  # shares the model's weights
         self._classes = None if classes is None else as_class_info(classes)
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
         self.precision = precision
         self.tile_size = (
             tuple(tile_size) if isinstance(tile_size, Sequence) and not isinstance(tile_size, str) else tile_size
@@ -122,9 +121,8 @@ class Predictor:
         """
         arrays = [np.array(im, dtype=np.uint8) for im in images]  # (H, W, 3) each, writable
         batch = torch.from_numpy(arrays[0])[None] if len(arrays) == 1 else torch.from_numpy(np.stack(arrays))
-        # (N, H, W, 3) viewed as (N, 3, H, W) is channels_last; .float() keeps that layout.
-        x = batch.to(self.device).permute(0, 3, 1, 2).float()
-        x.div_(255).sub_(self.mean).div_(self.std)
+        # (N, H, W, 3) viewed as (N, 3, H, W) is channels_last, a layout the float copy keeps.
+        x = normalize_uint8(batch.to(self.device).permute(0, 3, 1, 2), self.mean, self.std)
         return x.contiguous(memory_format=self.memory_format)
 
     def tile_size_for(self, height: int, width: int, batch_size: int = 1) -> tuple[int, int] | None:
@@ -140,7 +138,15 @@ class Predictor:
 
     def logits(self, images: Sequence[Image.Image]) -> Tensor:
         """Logits ``(N, K, H, W)`` float32 for same-size RGB images."""
-        x = self._prepare(images)
+        return self.infer(self._prepare(images))
+
+    def infer(self, x: Tensor) -> Tensor:
+        """Logits ``(N, K, H, W)`` float32 of already normalised images ``(N, 3, H, W)``.
+
+        The path :meth:`predict` takes (prepared model, precision, tiling, scales, flip), for images that a
+        dataset's transform has normalised; :func:`fcnseg.evaluation.evaluate` scores through it.
+        """
+        x = x.to(self.device, non_blocking=True).float().contiguous(memory_format=self.memory_format)
         return self._logits(x, self.tile_size_for(x.shape[2], x.shape[3], x.shape[0]))
 
     def _logits(self, x: Tensor, tile: tuple[int, int] | None) -> Tensor:

@@ -57,6 +57,6 @@ def fast_step(
     total = sgd.config.iters
 
     def step() -> float:
-        return sgd(images, masks, 0, total)
+        return sgd(images, masks, 0, total).item()
 
     return step

@@ -7,11 +7,14 @@
   AVX512-BF16, a CUDA GPU with bf16), else runs fp32; ``fp32``, ``bf16`` and ``fp16`` are taken as given.
 - **Memory format**: channels_last on the CPU, where oneDNN convolutions are fastest in NHWC; the default
   (contiguous NCHW) elsewhere.
+- **cuDNN autotuning** (:func:`cudnn_benchmark`): on for training steps, whose crops all have one size, so each
+  convolution's fastest algorithm is timed once; off for evaluation, whose images may each have their own size.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -24,6 +27,7 @@ __all__ = [
     "autocast",
     "autocast_dtype",
     "cpu_has_native_bf16",
+    "cudnn_benchmark",
     "memory_format",
     "resolve_device",
 ]
@@ -105,3 +109,14 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None) -> contextli
 def memory_format(device: torch.device | str) -> torch.memory_format:
     """The memory format of models and images on ``device``: channels_last on the CPU, else contiguous."""
     return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark`` set to ``enabled`` inside the block, as it was after it."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous

@@ -21,6 +21,7 @@ difference exceeds ``tolerance`` the export raises :class:`ExportCheckError` and
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -197,11 +198,23 @@ def export_model(
     if fmt not in _FORMATS:
         raise ValueError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     write, load = _FORMATS[fmt]
-    wrapper = NormalizedModel(model, mean, std).eval().float().cpu()
+    was_training = model.training
+    wrapper = NormalizedModel(_on_cpu_fp32(model), mean, std).eval()
     example = torch.rand(2, 3, *check_sizes[-1])  # a batch of two: torch.export would specialise a batch of one
-    with atomic_path(path) as tmp:
-        write(wrapper, tmp, example, _metadata(classes, mean, std))
-        return _max_diff(wrapper, load(tmp), check_sizes, tolerance)
+    try:
+        with atomic_path(path) as tmp:
+            write(wrapper, tmp, example, _metadata(classes, mean, std))
+            return _max_diff(wrapper, load(tmp), check_sizes, tolerance)
+    finally:
+        model.train(was_training)
+
+
+def _on_cpu_fp32(model: nn.Module) -> nn.Module:
+    """``model`` if it is an fp32 CPU model, else an fp32 CPU copy: the caller's model stays where and as it is."""
+    tensors = (*model.parameters(), *model.buffers())
+    if all(t.device.type == "cpu" and (t.dtype == torch.float32 or not t.is_floating_point()) for t in tensors):
+        return model
+    return copy.deepcopy(model).float().cpu()
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, **kwargs: Any) -> float:

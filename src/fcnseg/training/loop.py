@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from fcnseg.core.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from fcnseg.core.device import resolve_device
+from fcnseg.core.device import cudnn_benchmark, resolve_device
 from fcnseg.core.distributed import World, distributed_session
 from fcnseg.core.io import write_text
 from fcnseg.core.progress import make_bar
@@ -61,6 +61,36 @@ def _class_weights(config: TrainConfig, split: str) -> torch.Tensor | None:
     weights = median_frequency_weights(report.class_counts(split))
     log.info("median-frequency class weights: %s", " ".join(f"{w:.3f}" for w in weights))
     return torch.as_tensor(weights, dtype=torch.float32)
+
+
+class _LossWindow:
+    """The losses of the steps since the last logged row, summed on the device and read back once per row.
+
+    A loss that is ``None`` (a batch skipped in fp32/bf16) is not counted; a non-finite one (fp16, whose grad scaler
+    skipped the update) is counted as skipped, not summed.
+    """
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.finite: torch.Tensor | None = None
+        self.steps, self.images, self.start = 0, 0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor | None, images: int) -> None:
+        self.images += images
+        if loss is None:
+            return
+        finite = torch.isfinite(loss)
+        value = torch.where(finite, loss, torch.zeros_like(loss))
+        self.total = value if self.total is None else self.total + value
+        self.finite = finite.long() if self.finite is None else self.finite + finite
+        self.steps += 1
+
+    def read(self) -> tuple[float, int]:
+        """Mean loss of the finite steps and the number of non-finite ones (one device-to-host copy)."""
+        if self.total is None or self.finite is None:
+            return 0.0, 0
+        total, finite = torch.stack([self.total.float(), self.finite.float()]).tolist()
+        return total / max(finite, 1), self.steps - int(finite)
 
 
 class RunLog:
@@ -305,7 +335,8 @@ class Trainer:
 
     def _evaluate_and_save(self) -> dict:
         self.model.eval()
-        metrics = self.validate()
+        with cudnn_benchmark(False):  # validation images may each have their own size
+            metrics = self.validate()
         self.model.train()
         row = {"step": self.step, "epoch": self.batches.start_epoch}
         row |= {f"val_{k}": v for k, v in metrics.items() if k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}
@@ -316,15 +347,15 @@ class Trainer:
             log.info("step %d: val mIoU %.4f, pixel acc %.4f", self.step, metrics["mean_iou"], metrics["pixel_acc"])
         return metrics
 
-    def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
-        """One SGD step on a batch; returns the loss."""
+    def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """One SGD step on a batch; returns the loss, a 0-d tensor on the device."""
         return self.sgd(images, masks, self.step, self.total)
 
     def _batch_files(self, keys: list) -> str:
         files = [self.train_set.base.files[index][0].name for _, index in keys]
         return ", ".join(files[:8]) + (f" and {len(files) - 8} more" if len(files) > 8 else "")
 
-    def _guarded_step(self, images: torch.Tensor, masks: torch.Tensor, keys: list) -> float | None:
+    def _guarded_step(self, images: torch.Tensor, masks: torch.Tensor, keys: list) -> torch.Tensor | None:
         """``train_step``, or ``None`` for a batch skipped because its loss was not finite (``--skip-nonfinite``)."""
         try:
             return self.train_step(images, masks)
@@ -340,38 +371,49 @@ class Trainer:
     def _loop(self, loader, bar) -> dict:
         """Steps until the end; logs every ``log_every`` steps and validates every ``val_every``."""
         c, metrics = self.config, {}
-        window = {"loss": 0.0, "steps": 0, "images": 0, "start": time.perf_counter()}
-        while self.step < self.total and self.stop.requested is None:
-            batch = next(loader)
-            if isinstance(batch, BadBatch):
-                raise TrainingError(f"{batch.problems[0]}. {self._data_hint()}")
-            images, masks, keys = batch
-            loss = self._guarded_step(images, masks, keys)
-            self.step += 1
-            self.batches.advance(keys)
-            if loss is not None:
-                window["loss"] += loss
-                window["steps"] += 1
-            window["images"] += len(keys) * self.world.size
-            bar.update(1)
-            if self.step % c.log_every == 0 or self.step == self.total:
-                seconds = time.perf_counter() - window["start"]
-                self.elapsed += seconds
-                row = {
-                    "step": self.step,
-                    "epoch": self.batches.start_epoch,
-                    "loss": window["loss"] / max(window["steps"], 1),
-                    "lr": self.sgd.lr,
-                    "images_per_s": window["images"] / max(seconds, 1e-9),
-                    "elapsed_s": round(self.elapsed, 2),
-                }
-                self.log.add(row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{self.sgd.lr:.2e}", img_s=f"{row['images_per_s']:.1f}")
-                window = {"loss": 0.0, "steps": 0, "images": 0, "start": time.perf_counter()}
-            if self.step % c.val_every == 0 or self.step == self.total:
-                metrics = self._evaluate_and_save()
-                window["start"] = time.perf_counter()  # validation time is not training time
+        window = _LossWindow()
+        with cudnn_benchmark(self.device.type == "cuda"):  # every training batch has the crop size
+            while self.step < self.total and self.stop.requested is None:
+                batch = next(loader)
+                if isinstance(batch, BadBatch):
+                    raise TrainingError(f"{batch.problems[0]}. {self._data_hint()}")
+                images, masks, keys = batch
+                loss = self._guarded_step(images, masks, keys)
+                self.step += 1
+                self.batches.advance(keys)
+                window.add(loss, len(keys) * self.world.size)
+                bar.update(1)
+                if self.step % c.log_every == 0 or self.step == self.total:
+                    self._log_row(window, bar)
+                    window = _LossWindow()
+                if self.step % c.val_every == 0 or self.step == self.total:
+                    metrics = self._evaluate_and_save()
+                    window.start = time.perf_counter()  # validation time is not training time
         return metrics
+
+    def _log_row(self, window: _LossWindow, bar) -> None:
+        """The logged row of the steps in ``window`` (the one read back from the device per row)."""
+        seconds = time.perf_counter() - window.start
+        self.elapsed += seconds
+        loss, skipped = window.read()
+        if skipped:  # fp16 on a GPU: the grad scaler skipped these updates
+            where = (
+                f"in {skipped} of the {window.steps} steps up to step {self.step} (fp16: their updates were skipped)"
+            )
+            if not self.config.skip_nonfinite:
+                raise TrainingError(f"non-finite loss {where}. Lower --lr, or pass --skip-nonfinite")
+            self.nonfinite += skipped
+            log.warning("skipped a non-finite loss %s (%d skipped so far)", where, self.nonfinite)
+        row = {
+            "step": self.step,
+            "epoch": self.batches.start_epoch,
+            "loss": loss,
+            "lr": self.sgd.lr,
+            "images_per_s": window.images / max(seconds, 1e-9),
+            "elapsed_s": round(self.elapsed, 2),
+        }
+        self.log.add(row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{self.sgd.lr:.2e}", img_s=f"{row['images_per_s']:.1f}")
 
     def run(self) -> dict:
         """Train to ``total`` steps; Ctrl-C or SIGTERM saves ``last.pt`` after the current step. Returns a summary.

@@ -57,8 +57,19 @@ class SGDStep:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)
         self.lr = config.lr
 
-    def __call__(self, images: torch.Tensor, masks: torch.Tensor, step: int, total: int) -> float:
-        """Step number ``step`` of ``total`` on a batch; returns the loss (of the global batch when distributed)."""
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor, step: int, total: int) -> torch.Tensor:
+        """Step number ``step`` of ``total`` on a batch.
+
+        Returns:
+            The loss (of the global batch when distributed) as a 0-d tensor on the device, not read back: the
+            trainer sums it on the device and reads it once per logged row, so a GPU step has no host sync of its
+            own. In fp16 it may be non-finite: the grad scaler then skipped the update (it reads its overflow flag
+            anyway), and the trainer counts the skip.
+
+        Raises:
+            FloatingPointError: a non-finite loss in fp32/bf16, before any weight is touched. The check reads
+                the loss back, which is free on the CPU (computed already) and one sync per step on a GPU.
+        """
         c = self.config
         factor = lr_factor(step, total=total, schedule=c.schedule, power=c.poly_power, warmup=c.warmup)
         self.lr = set_lr(self.optimizer, c.lr, factor)
@@ -68,12 +79,12 @@ class SGDStep:
             logits = self.network(images)
         summed, count = loss_terms(logits, masks, class_weights=self.class_weights)
         loss, value = global_loss(summed, count, mean=c.loss_norm == "mean", world=self.world)
-        if not torch.isfinite(value):  # the same value on every process, so all stop together
+        if not self.scaler.is_enabled() and not bool(torch.isfinite(value)):  # same value on every process
             raise FloatingPointError(
                 f"the loss became {value.item()} at step {step} (learning rate {self.lr:g}); lower --lr"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
+        self.scaler.step(self.optimizer)  # fp16: skipped when the gradients are not finite
         self.scaler.update()
-        return value.item()
+        return value.detach()

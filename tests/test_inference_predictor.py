@@ -165,7 +165,7 @@ def test_from_checkpoint_uses_its_classes_and_normalisation(tmp_path: Path) -> N
     model = write_checkpoint(tmp_path / "model.pt")
     loaded = Predictor.from_checkpoint(tmp_path / "model.pt", precision="fp32")
     assert list(loaded.classes.names) == NAMES and [list(c) for c in loaded.classes.colors] == COLORS
-    torch.testing.assert_close(loaded.mean.flatten(), torch.tensor(MEAN))
+    assert loaded.mean == pytest.approx(MEAN) and loaded.std == pytest.approx(STD)
     image = smooth_image(50, 70)
     reference = Predictor(model, mean=MEAN, std=STD, precision="fp32")
     assert np.array_equal(loaded.predict(image), reference.predict(image))

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_reliability import _nan_loss_on_call
 from test_training import _config, _interrupt_at, shapes  # noqa: F401 (the fixture)
 
 from fcnseg import create_model
 from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.inference.export import export_model
-from fcnseg.training import step as step_module
 from fcnseg.training.loop import Trainer, _LossWindow, train
 
 HAS_CUDA = torch.cuda.is_available()
@@ -89,17 +89,6 @@ def test_cudnn_autotunes_training_steps_but_not_validation(shapes, tmp_path, mon
     train(_config(shapes, tmp_path, device="cuda"))
     assert seen == {"step": {True}, "validate": {False}}
     assert torch.backends.cudnn.benchmark == before
-
-
-def _nan_loss_on_call(monkeypatch: pytest.MonkeyPatch, bad_call: int) -> None:
-    real, calls = step_module.loss_terms, []
-
-    def loss(*args, **kwargs):
-        calls.append(1)
-        summed, count = real(*args, **kwargs)
-        return (summed * float("nan"), count) if len(calls) == bad_call else (summed, count)
-
-    monkeypatch.setattr(step_module, "loss_terms", loss)
 
 
 @needs_cuda

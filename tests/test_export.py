@@ -26,13 +26,6 @@ CLASSES = {"names": NAMES, "colors": COLORS}
 ONNX_ATOL = 3e-5  # README: "ONNX (onnxruntime) within 3e-5, pt2 and TorchScript exact"
 
 
-PT2_ODD_KERNELS = pytest.mark.xfail(
-    strict=True,
-    reason="known regression: since the skips were centred with odd 2f-1 kernels, torch.export at dynamic sizes "
-    "installs a size guard that fails at other sizes for fcn8s_squeezenet1_1 (issue 13, left open)",
-)
-
-
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     return make_model()
@@ -105,7 +98,6 @@ def test_torchscript_generalises_to_other_sizes(model: torch.nn.Module, tmp_path
     assert json.loads(files["fcnseg.json"])["classes"] == CLASSES
 
 
-@PT2_ODD_KERNELS
 def test_pt2_generalises_to_other_sizes_and_batches(model: torch.nn.Module, tmp_path: Path) -> None:
     path = tmp_path / "model.pt2"
     diff = export_model(model, path, "pt2", classes=CLASSES, mean=MEAN, std=STD, check_sizes=SIZES)
@@ -123,7 +115,7 @@ def test_pt2_generalises_to_other_sizes_and_batches(model: torch.nn.Module, tmp_
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 @pytest.mark.parametrize(
-    ("fmt", "suffix"), [("onnx", ".onnx"), pytest.param("pt2", ".pt2", marks=PT2_ODD_KERNELS), ("torchscript", ".pt")]
+    ("fmt", "suffix"), [("onnx", ".onnx"), ("pt2", ".pt2"), ("torchscript", ".pt")]
 )
 def test_export_cli(tmp_path: Path, capsys, fmt: str, suffix: str) -> None:
     """The file the command writes loads as ``fmt`` and computes the checkpoint's model, normalisation included."""

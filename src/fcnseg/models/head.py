@@ -54,12 +54,18 @@ class SkipFusion(nn.Module):
         self.coords = feature.coords if offset >= 0 else up
 
     def forward(self, score: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
-        up = self.upscore(score)[:, :, self.crop_up :, self.crop_up :]
         skip = self.score(feature * self.scale if self.scale != 1.0 else feature)[
             :, :, self.crop_skip :, self.crop_skip :
         ]
-        # Now cell (0, 0) of both is the same position; either may extend one cell further: sum their overlap.
-        return crop(up, 0, skip) + crop(skip, 0, up)
+        if self.crop_skip:  # the Caffe layout: as the reference, crop the skip (padded by 100) to the upsampled score
+            up = self.upscore(score)
+            return up + crop(skip, 0, up)
+        # One zero cell after the last row and column of the coarse score: its upsampling then covers the whole skip
+        # map (otherwise one cell short on some sizes), and the values it had are unchanged (a zero input adds
+        # nothing). The new border ramps towards zero, as the transposed convolution's first rows always did. The
+        # fused map is the skip map, whose size torch.export can follow without a guard on which map is longer.
+        up = self.upscore(nn.functional.pad(score, (0, 1, 0, 1)))[:, :, self.crop_up :, self.crop_up :]
+        return crop(up, 0, skip) + skip
 
 
 class FCNHead(nn.Module):

@@ -114,9 +114,7 @@ def test_pt2_generalises_to_other_sizes_and_batches(model: torch.nn.Module, tmp_
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-@pytest.mark.parametrize(
-    ("fmt", "suffix"), [("onnx", ".onnx"), ("pt2", ".pt2"), ("torchscript", ".pt")]
-)
+@pytest.mark.parametrize(("fmt", "suffix"), [("onnx", ".onnx"), ("pt2", ".pt2"), ("torchscript", ".pt")])
 def test_export_cli(tmp_path: Path, capsys, fmt: str, suffix: str) -> None:
     """The file the command writes loads as ``fmt`` and computes the checkpoint's model, normalisation included."""
     model = write_checkpoint(tmp_path / "ckpt.pt")

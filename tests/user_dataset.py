@@ -125,4 +125,6 @@ def write_user_dataset(root: Path) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python tests/user_dataset.py DIR")
-    print(write_user_dataset(Path(sys.argv[1])))
+    found = write_user_dataset(Path(sys.argv[1]))
+    colour, pixels, stem = found["unknown"]
+    print(f"wrote {found['images']} pairs to {sys.argv[1]}; {pixels} px of the unknown colour {colour} in {stem}.png")

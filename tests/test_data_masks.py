@@ -74,6 +74,9 @@ def test_split_may_be_a_list_file_anywhere(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("pal\nrgba\n")
     dataset = build_dataset("folder", root, str(tmp_path / "mine.txt"), classes=root / "classes.txt")
     assert [m.stem for _, m in dataset.files] == ["pal", "rgba"]
+    (tmp_path / "colours.txt").write_text(CLASS_FILE)  # a class file elsewhere is not a split either
+    with pytest.raises(DataError, match=r"colours\.txt is not a split list"):
+        build_dataset("folder", root, str(tmp_path / "colours.txt"), classes=root / "classes.txt")
 
 
 def _with_odd_colours(root: Path) -> Path:

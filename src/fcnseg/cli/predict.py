@@ -16,11 +16,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from fcnseg.cli.main import UserError
 from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS
 from fcnseg.core.io import atomic_path
+from fcnseg.core.progress import progress_bar
 from fcnseg.data.decode import IMAGE_SUFFIXES
 from fcnseg.inference.images import ImageReadError, load_image, save_mask_png
 from fcnseg.inference.predictor import Predictor
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     failures: list[str] = []
     pending: list = []
     done = 0
-    for file, stem in tqdm(files, desc="predict", unit="img", dynamic_ncols=True):
+    for file, stem in progress_bar(files, desc="predict", unit="img"):
         try:
             pending.append((load_image(file), stem))
         except ImageReadError as err:

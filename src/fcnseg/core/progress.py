@@ -76,6 +76,12 @@ class LogProgress:
     def close(self) -> None:
         """Nothing to release (tqdm's interface)."""
 
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def make_bar(
     total: int | None, *, initial: int = 0, desc: str = "", unit: str = "it", enabled: bool = True

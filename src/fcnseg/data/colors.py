@@ -4,11 +4,13 @@ A pixel whose colour is a class colour gets that class; a void colour gets :data
 is *unknown*: an error naming the file (``unknown="error"``), or void (``unknown="void"``). With ``tolerance N``,
 an unknown colour within ``N`` of a class or void colour in every channel (lossy saving, e.g. JPEG masks) takes
 that colour's label. The table counts, per process, the pixels it mapped by tolerance and the unknown ones, so that
-``check_dataset`` can report them over a dataset.
+``check_dataset`` can report them over a dataset, and warns of the first unknown colours it decodes as void (a
+training run says what it did without a scan of its own).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +20,11 @@ import numpy as np
 from fcnseg.data.classes import IGNORE_INDEX, RGB
 from fcnseg.data.errors import DataError
 
+logger = logging.getLogger(__name__)
+
 UNKNOWN_COLOR_POLICIES = ("error", "void")
+LOG_UNKNOWN_COLORS = 5
+"""Unknown colours decoded as void that each process names in a warning (with the first file), before one last line."""
 
 
 def pack(color: Sequence[int]) -> int:
@@ -80,6 +86,7 @@ class ColorTable:
         self.near: Counter[tuple[RGB, RGB]] = Counter()
         self.unknown_pixels: Counter[RGB] = Counter()
         self.unknown_files: Counter[RGB] = Counter()
+        self._logged: set[int] = set()  # unknown colours already warned of (decoded as void)
 
     def __call__(self, rgb: np.ndarray, path: Path) -> np.ndarray:
         """``(H, W, 3)`` uint8 colours of ``path`` -> ``(H, W)`` uint8 labels.
@@ -114,9 +121,24 @@ class ColorTable:
                 f"{path}: colours {shown}{more} are neither a class colour of the class file nor a void colour; "
                 "add them to the class file, or pass --unknown-colors void (or --color-tolerance N for near colours)"
             )
+        if unknown.any():
+            self._log_unknown(path, odd[unknown], counts[unknown])
         odd_labels[unknown] = IGNORE_INDEX
         labels[~exact] = odd_labels[inverse.ravel()]
         return labels.astype(np.uint8)
+
+    def _log_unknown(self, path: Path, keys: np.ndarray, counts: np.ndarray) -> None:
+        """Warn once of each of the first unknown colours this process decodes as void, naming its first file."""
+        for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
+            if key in self._logged or len(self._logged) > LOG_UNKNOWN_COLORS:
+                continue
+            self._logged.add(key)
+            if len(self._logged) <= LOG_UNKNOWN_COLORS:
+                logger.warning("%s: %d px of colour %s, neither a class nor void, decoded as void "
+                               "(--unknown-colors void); fcnseg check-data counts it over the dataset",
+                               path, count, unpack(key))  # fmt: skip
+            else:
+                logger.warning("more unknown colours are decoded as void; fcnseg check-data lists and counts them all")
 
     def _nearest(self, color: RGB) -> int | None:
         """Index of the known colour within the tolerance of ``color`` (at most one exists), or ``None``."""

@@ -84,14 +84,12 @@ class LabelDecoder:
             raw = raw.astype(np.uint8)
         if raw.dtype.kind not in "ui":
             raise DataError(f"{path}: label values are {raw.dtype}, expected integers (class indices)")
-        if raw.dtype != np.uint8:
-            if raw.size and (raw.min() < 0 or raw.max() >= len(self.lut)):
-                bad = np.unique(raw[(raw < 0) | (raw >= len(self.lut))])[:10]
-                raise DataError(
-                    f"{path}: label values {bad.tolist()} are neither a class (0..{self.num_classes - 1}) nor void"
-                )
+        if raw.dtype == np.uint8:
+            labels = self.lut[raw]
+        else:  # 16/32-bit values: those outside the table are invalid too, and named with the others
             raw = raw.astype(np.int64)
-        labels = self.lut[raw]
+            inside = (raw >= 0) & (raw < len(self.lut))
+            labels = np.where(inside, self.lut[np.where(inside, raw, 0)], -1)
         if (labels < 0).any():
             bad = np.unique(raw[labels < 0])[:10]
             raise DataError(

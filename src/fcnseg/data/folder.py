@@ -41,7 +41,7 @@ def _split_stems(root: Path, split: str, images: dict[str, Path]) -> list[str]:
         return sorted(images)
     as_path = Path(split)
     list_file = as_path if as_path.suffix == ".txt" and as_path.is_file() else root / f"{split}.txt"
-    if not list_file.is_file() or (list_file.parent == root and split not in folder_splits(root)):
+    if not list_file.is_file() or looks_like_class_file(list_file):
         raise DataError(f"unknown folder split {split!r} ({list_file} is not a split list); valid splits: "
                         f"{', '.join(folder_splits(root))}, or the path of a list file of image stems")  # fmt: skip
     return read_split_list(list_file)

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from fcnseg.core.device import autocast_dtype
 from fcnseg.core.distributed import World, all_reduce_sum, shard
 from fcnseg.core.io import write_text
+from fcnseg.core.progress import make_bar
 from fcnseg.data.classes import IGNORE_INDEX, as_class_info
 from fcnseg.evaluation.metrics import ConfusionMatrix, metrics_from_matrix
 from fcnseg.evaluation.plots import plot_confusion, plot_samples
@@ -286,7 +286,7 @@ def _accumulate(
     progress: bool,
 ) -> None:
     """The loop of :func:`evaluate`: infer each batch, count it in ``cm``, keep samples and the image count."""
-    bar = tqdm(total=len(loader.dataset), desc="eval", unit="img", disable=not progress, dynamic_ncols=True)
+    bar = make_bar(len(loader.dataset), desc="eval", unit="img", enabled=progress)
     with bar:
         for step, (images, masks) in enumerate(loader):
             for x, y in _groups(images, masks):

@@ -288,7 +288,7 @@ def _accumulate(
     """The loop of :func:`evaluate`: infer each batch, count it in ``cm``, keep samples and the image count."""
     bar = make_bar(len(loader.dataset), desc="eval", unit="img", enabled=progress)
     with bar:
-        for step, (images, masks) in enumerate(loader):
+        for images, masks in loader:
             for x, y in _groups(images, masks):
                 x = x.to(device, non_blocking=True).float()  # (N, 3, H, W)
                 y = y.to(device, non_blocking=True)  # (N, H, W)
@@ -301,9 +301,9 @@ def _accumulate(
                     image = _to_uint8_image(x[i], *normalization)
                     result.samples.append(Sample(image, y[i].cpu().long().numpy(), pred[i].cpu().numpy()))
                 result.num_images += x.shape[0]
+                if progress:  # before the update, so that the line written at the end shows the final figure
+                    bar.set_postfix(mIoU=f"{100 * _running_miou(cm):.1f}")
                 bar.update(x.shape[0])
-            if progress and step % 10 == 0:
-                bar.set_postfix(mIoU=f"{100 * _running_miou(cm):.1f}")
 
 
 def format_table(metrics: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_training import _config as training_config
 
 from fcnseg.cli.main import main
 from fcnseg.core.checkpoint import load_checkpoint
@@ -55,23 +56,9 @@ def _flags(shapes: Path, out: Path, batch_size: int) -> list[str]:
 
 
 def _config(shapes: Path, out: Path, **kw) -> TrainConfig:
-    return TrainConfig(
-        model="fcn16s_squeezenet1_1",
-        dataset="folder",
-        data_root=str(shapes),
-        classes=str(shapes / "classes.txt"),
-        out=str(out),
-        iters=ITERS,
-        batch_size=2 * PER_PROCESS,
-        crop_size=(48, 64),
-        lr=0.01,
-        val_every=3,
-        log_every=1,
-        workers=0,
-        precision="fp32",
-        device="cpu",
-        **kw,
-    ).resolved()
+    """The one-process run of :func:`_flags` (global batch 2 x PER_PROCESS), from test_training's builder."""
+    return training_config(shapes, out, **({"model": "fcn16s_squeezenet1_1", "iters": ITERS,
+                                            "batch_size": 2 * PER_PROCESS} | kw))  # fmt: skip
 
 
 def torchrun(args: list[str], *, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:

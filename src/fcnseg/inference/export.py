@@ -1,15 +1,18 @@
-"""Export a model for deployment, verified against eager: ONNX, ``torch.export`` (``.pt2``) or TorchScript.
+"""Export a model for deployment, verified against eager: ONNX, OpenVINO IR, ``torch.export`` (``.pt2``), TorchScript.
 
 The exported graph takes what a deployment has at hand, float32 RGB ``(N, 3, H, W)`` in ``[0, 1]``, applies the
 checkpoint's normalisation itself and returns logits ``(N, K, H, W)``, for any ``N``, ``H`` and ``W``. Class names,
-colours and the normalisation travel with the file: ONNX ``metadata_props`` (JSON values under the keys ``fcnseg``,
-``classes`` and ``normalization``), or the extra file ``fcnseg.json`` of a ``.pt2`` archive or TorchScript module.
+colours, the normalisation and the peak-memory model (for automatic tiling) travel with the file: ONNX
+``metadata_props`` (JSON values under the keys ``fcnseg``, ``classes`` and ``normalization``), the runtime info
+``fcnseg`` of an OpenVINO model, or the extra file ``fcnseg.json`` of a ``.pt2`` archive or TorchScript module.
 
 FCN crops its upsampled scores with offsets and sizes taken from the input, so a graph that bakes in the example's
 size would be silently wrong at others:
 
 - ONNX uses the TorchScript-based exporter (``dynamo=False``) with ``dynamic_axes``. On torch 2.14 the dynamo ONNX
   exporter rejects FCN's derived crop sizes and takes about 20x longer.
+- ``openvino`` converts that ONNX file with ``openvino.convert_model`` and writes the IR, ``FILE.xml`` beside
+  ``FILE.bin``, with fp32 weights; it is checked through OpenVINO's CPU plugin in fp32.
 - ``pt2`` is ``torch.export.export`` with ``Dim.AUTO`` batch, height and width, traced at a batch of two (a batch of
   one would be specialised). It is PyTorch's successor to TorchScript; load it with ``torch.export.load``.
 - TorchScript uses ``torch.jit.trace``, which records ``aten::size`` for shapes read from the input. PyTorch has
@@ -25,6 +28,7 @@ import copy
 import json
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,7 +39,7 @@ from torch import Tensor, nn
 from torch.export import Dim
 
 from fcnseg.core.checkpoint import load_checkpoint
-from fcnseg.core.io import atomic_path
+from fcnseg.inference.memory import estimate_memory
 from fcnseg.models import model_from_checkpoint
 
 __all__ = [
@@ -75,12 +79,14 @@ class NormalizedModel(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
-def _metadata(classes: dict[str, Any], mean: Sequence[float], std: Sequence[float]) -> dict[str, str]:
+def _metadata(model: nn.Module, classes: dict[str, Any], mean: Sequence[float], std: Sequence[float]) -> dict[str, str]:
+    memory = estimate_memory(model)  # measured in fp32 on the PyTorch model: lets a runtime choose tiles
     info = {
         "input": "float32 RGB (N, 3, H, W) in [0, 1]; normalisation is inside the graph",
         "output": "logits (N, K, H, W); argmax over K gives the class index",
         "classes": {"names": list(classes["names"]), "colors": [list(map(int, c)) for c in classes["colors"]]},
         "normalization": {"mean": list(map(float, mean)), "std": list(map(float, std))},
+        "memory": {"bytes_per_pixel": memory.bytes_per_pixel, "pad": memory.pad},
     }
     return {
         "fcnseg": json.dumps(info),
@@ -145,6 +151,24 @@ def _load_onnx(tmp: Path) -> Callable[[Tensor], Any]:
     return lambda x: session.run(None, {"image": x.numpy()})[0]
 
 
+def _write_openvino(wrapper: nn.Module, tmp: Path, example: Tensor, metadata: dict[str, str]) -> None:
+    import openvino as ov
+
+    from fcnseg.inference.runtimes import openvino_from_onnx
+
+    onnx_path = tmp.with_suffix(".onnx")
+    _write_onnx(wrapper, onnx_path, example, metadata)
+    model = openvino_from_onnx(onnx_path, json.loads(metadata["fcnseg"]))
+    ov.serialize(model, str(tmp), str(tmp.with_suffix(".bin")))  # fp32 weights (save_model would halve them)
+    onnx_path.unlink()
+
+
+def _load_openvino(tmp: Path) -> Callable[[Tensor], Any]:
+    from fcnseg.inference.runtimes import load_openvino
+
+    return load_openvino(tmp, precision="fp32")
+
+
 def _write_pt2(wrapper: nn.Module, tmp: Path, example: Tensor, metadata: dict[str, str]) -> None:
     dims = {"x": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}}
     program = torch.export.export(wrapper, (example,), dynamic_shapes=dims)
@@ -171,6 +195,7 @@ def _load_torchscript(tmp: Path) -> Callable[[Tensor], Any]:
 # Format -> (write the wrapper to a file, load that file back as a callable on (N, 3, H, W) tensors).
 _FORMATS = {
     "onnx": (_write_onnx, _load_onnx),
+    "openvino": (_write_openvino, _load_openvino),
     "pt2": (_write_pt2, _load_pt2),
     "torchscript": (_write_torchscript, _load_torchscript),
 }
@@ -190,7 +215,8 @@ def export_model(
 ) -> float:
     """Write ``model`` (with its normalisation) in ``fmt`` to ``path``, load it back and compare it with eager.
 
-    ``onnx`` is checked through onnxruntime (CPU). Load the others with
+    ``onnx`` is checked through onnxruntime (CPU), ``openvino`` (``path`` ending in ``.xml``; the weights go to the
+    ``.bin`` beside it) through OpenVINO in fp32. Load the others with
     ``torch.export.load(path, extra_files={"fcnseg.json": ""}).module()`` (``pt2``) or
     ``torch.jit.load(path, _extra_files={"fcnseg.json": ""})`` (``torchscript``). The file appears at ``path`` only
     when the check passes. Returns the max |logit difference| vs eager.
@@ -200,11 +226,19 @@ def export_model(
     write, load = _FORMATS[fmt]
     was_training = model.training
     wrapper = NormalizedModel(_on_cpu_fp32(model), mean, std).eval()
+    path = Path(path)
+    if fmt == "openvino" and path.suffix != ".xml":
+        raise ValueError(f"an OpenVINO model is written as FILE.xml and FILE.bin; got --out '{path}'")
     example = torch.rand(2, 3, *check_sizes[-1])  # a batch of two: torch.export would specialise a batch of one
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_path(path) as tmp:
-            write(wrapper, tmp, example, _metadata(classes, mean, std))
-            return _max_diff(wrapper, load(tmp), check_sizes, tolerance)
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
+            tmp = Path(folder) / path.name
+            write(wrapper, tmp, example, _metadata(wrapper, classes, mean, std))
+            diff = _max_diff(wrapper, load(tmp), check_sizes, tolerance)
+            for written in sorted(Path(folder).iterdir(), key=lambda f: f == tmp):  # the main file last
+                os.replace(written, path.with_suffix(written.suffix) if written != tmp else path)
+        return diff
     finally:
         model.train(was_training)
 

@@ -5,6 +5,11 @@ natively (AMX / AVX512-BF16 CPUs, recent CUDA GPUs), and on CPU the model and in
 ``channels_last`` memory format, which oneDNN convolutions prefer, and the convolutions run on weights cast and
 packed for oneDNN once (:func:`~fcnseg.inference.optimize.prepare_for_inference`) instead of at every call.
 Logits are float32 either way.
+
+Backends: ``backend="onnxruntime"`` or ``"openvino"`` runs the same model through that runtime instead
+(:mod:`fcnseg.inference.runtimes`); the engine, and with it tiling, batching, flips and scales, is the same.
+:meth:`Predictor.from_checkpoint` also opens what ``fcnseg export`` and ``fcnseg quantize`` write (``.onnx``,
+``.xml``), whose graphs normalise the image themselves.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +33,7 @@ from fcnseg.inference.engine import choose_tile_size, segment_bands, segment_log
 from fcnseg.inference.images import load_image
 from fcnseg.inference.memory import MemoryModel, estimate_memory
 from fcnseg.inference.optimize import prepare_for_inference
+from fcnseg.inference.runtimes import BACKENDS, RuntimeModel, available_backends, load_onnxruntime, load_openvino
 from fcnseg.models import model_from_checkpoint
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "ImageLike", "Predictor"]
@@ -37,6 +44,24 @@ DEFAULT_MEMORY_BUDGET = 2 * 2**30
 """Bytes inference may use when ``tile_size="auto"`` (2 GiB): one forward pass plus, when tiling, the logit band."""
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor
+
+
+def _runtime_from_torch(model: nn.Module, backend: str, precision: str) -> RuntimeModel:
+    """``model`` (normalised input -> logits) exported to ONNX, checked, and compiled by ``backend``."""
+    import tempfile
+
+    from fcnseg.inference.export import export_model
+
+    with tempfile.TemporaryDirectory(prefix="fcnseg-") as folder:
+        path = Path(folder) / "model.onnx"
+        with torch.inference_mode():
+            k = model.cpu().eval()(torch.zeros(1, 3, 64, 64)).shape[1]
+        info = as_class_info([f"class_{i}" for i in range(k)])
+        classes = {"names": list(info.names), "colors": [list(c) for c in info.colors]}
+        export_model(model, path, "onnx", classes=classes, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        if backend == "onnxruntime":
+            return load_onnxruntime(path)
+        return load_openvino(path, precision=precision)
 
 
 class Predictor:
@@ -75,14 +100,24 @@ class Predictor:
         overlap: float = 1 / 3,
         scales: Sequence[float] = (1.0,),
         flip: bool = False,
+        backend: str = "torch",
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if isinstance(tile_size, str) and tile_size != "auto":
             raise ValueError(f"tile_size must be None, (height, width) or 'auto', got {tile_size!r}")
         self.device = resolve_device(device)
         autocast_dtype(precision, self.device)  # validate early
-        self.memory_format = memory_format(self.device)  # channels_last on the CPU
-        self.model = model.to(self.device, memory_format=self.memory_format).eval()
-        self._fast = prepare_for_inference(self.model, self.device, precision)  # shares the model's weights
+        if backend != "torch" and not isinstance(model, RuntimeModel):
+            model = _runtime_from_torch(model, backend, precision)
+        self.backend = model.backend if isinstance(model, RuntimeModel) else "torch"
+        if isinstance(model, RuntimeModel):  # runs on the CPU, takes contiguous NCHW
+            self.memory_format = torch.contiguous_format
+            self.model = self._fast = model
+        else:
+            self.memory_format = memory_format(self.device)  # channels_last on the CPU
+            self.model = model.to(self.device, memory_format=self.memory_format).eval()
+            self._fast = prepare_for_inference(self.model, self.device, precision)  # shares the model's weights
         self._classes = None if classes is None else as_class_info(classes)
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
         self.precision = precision
@@ -93,24 +128,73 @@ class Predictor:
         self.overlap = overlap
         self.scales = tuple(scales)
         self.flip = flip
-        self._memory: MemoryModel | None = None
+        self._memory: MemoryModel | None = model.memory if isinstance(model, RuntimeModel) else None
+
+    @property
+    def computes_in(self) -> str:
+        """What the convolutions run in: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"``."""
+        if isinstance(self._fast, RuntimeModel):
+            return self._fast.computes_in
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
+            autocast_dtype(self.precision, self.device)
+        ]
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any) -> Predictor:
-        """Build the checkpoint's model with its classes and normalisation; ``kwargs`` go to ``__init__``."""
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", *, backend: str | None = None, **kwargs: Any
+    ) -> Predictor:
+        """A predictor for a checkpoint (``.pt``) or for a model written by ``fcnseg export``/``quantize``.
+
+        Args:
+            path: a checkpoint written by ``fcnseg train``, an ONNX file (``.onnx``) or an OpenVINO IR (``.xml``,
+                e.g. an int8 model from ``fcnseg quantize``).
+            device: where inference runs (exported models run on the CPU).
+            backend: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"``: for a checkpoint, OpenVINO when
+                it is installed, through an IR converted once and cached (:func:`runtimes.cached_openvino`), else
+                torch; for an ONNX file, OpenVINO when installed, else ONNX Runtime. ``None`` (default): torch for
+                a checkpoint, ``"auto"`` for an exported file.
+            kwargs: passed to ``__init__`` (classes and normalisation default to the file's).
+        """
+        if Path(path).suffix.lower() in (".onnx", ".xml"):
+            return cls._from_exported(Path(path), backend or "auto", device, **kwargs)
+        backend = backend or "torch"
+        on_cpu = torch.device(device).type == "cpu"
+        if backend == "auto":
+            backend = "openvino" if on_cpu and "openvino" in available_backends() else "torch"
+        if backend == "openvino" and on_cpu:
+            from fcnseg.inference.runtimes import cached_openvino
+
+            return cls._from_exported(cached_openvino(path)[0], "openvino", device, **kwargs)
         ckpt = load_checkpoint(path)
         norm = ckpt.get("normalization") or {}
         kwargs.setdefault("classes", ckpt.get("classes"))
         kwargs.setdefault("mean", norm.get("mean", IMAGENET_MEAN))
         kwargs.setdefault("std", norm.get("std", IMAGENET_STD))
-        return cls(model_from_checkpoint(ckpt), device=device, **kwargs)
+        return cls(model_from_checkpoint(ckpt), device=device, backend=backend, **kwargs)
+
+    @classmethod
+    def _from_exported(cls, path: Path, backend: str, device: str | torch.device, **kwargs: Any) -> Predictor:
+        """A predictor on an exported graph, which normalises ``[0, 1]`` RGB itself (so the predictor does not)."""
+        if not path.is_file():
+            raise FileNotFoundError(f"exported model '{path}' does not exist")
+        if backend == "auto":
+            backend = "openvino" if "openvino" in available_backends() else "onnxruntime"
+        if path.suffix.lower() == ".xml" and backend != "openvino":
+            raise ValueError(f"'{path}' is an OpenVINO model: use backend='openvino' (or 'auto'), not {backend!r}")
+        if backend == "torch":
+            raise ValueError(f"'{path}' is an exported model: use backend 'onnxruntime', 'openvino' or 'auto'")
+        precision = kwargs.get("precision", "auto")
+        model = load_onnxruntime(path) if backend == "onnxruntime" else load_openvino(path, precision=precision)
+        kwargs.setdefault("classes", model.metadata.get("classes"))
+        kwargs |= {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+        return cls(model, device=device, **kwargs)
 
     @property
     def classes(self) -> ClassInfo:
         """Class names and colours (defaults built from the model's number of classes when none were given)."""
         if self._classes is None:
             with torch.inference_mode():
-                k = self.model(self._prepare([Image.new("RGB", (64, 64))])).shape[1]
+                k = self._fast(self._prepare([Image.new("RGB", (64, 64))])).shape[1]
             self._classes = as_class_info([f"class_{i}" for i in range(k)])  # VOC colours
         return self._classes
 
@@ -130,6 +214,8 @@ class Predictor:
         if self.tile_size != "auto":
             return self.tile_size  # type: ignore[return-value]
         if self._memory is None:
+            if isinstance(self.model, RuntimeModel):
+                raise ValueError("tile_size='auto' needs the memory model stored by `fcnseg export`; pass tile_size")
             self._memory = estimate_memory(self.model)
         scale = max(self.scales)
         hw = (max(1, round(height * scale)), max(1, round(width * scale)))

@@ -1,0 +1,100 @@
+"""ONNX Runtime and OpenVINO backends: the same masks as PyTorch through the Predictor, tiling and batching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_inference_predictor import COLORS, MEAN, NAMES, STD, make_model, write_checkpoint
+
+from fcnseg.cli.main import main
+from fcnseg.inference import Predictor
+from fcnseg.inference.export import NormalizedModel, export_model
+
+pytestmark = pytest.mark.export
+
+CLASSES = {"names": NAMES, "colors": COLORS}
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return make_model()
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [(rng.random((90, 133, 3)) * 255).astype(np.uint8) for _ in range(3)]
+
+
+def torch_masks(model: torch.nn.Module, images: list[np.ndarray], **kwargs) -> list[np.ndarray]:
+    return Predictor(model, mean=MEAN, std=STD, precision="fp32", **kwargs).predict_batch(images)
+
+
+def agreement(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return float(np.mean([(x == y).mean() for x, y in zip(a, b, strict=True)]))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_backend_masks_equal_torch_whole_tiled_and_batched(model, images, backend: str) -> None:
+    pytest.importorskip(backend)
+    predictor = Predictor(model, mean=MEAN, std=STD, precision="fp32", backend=backend)  # exports once
+    assert predictor.backend == backend and predictor.computes_in == "fp32"
+    for tile in (None, (64, 64)):
+        reference = torch_masks(model, images, tile_size=tile)
+        predictor.tile_size = tile
+        batched = predictor.predict_batch(images, batch_size=3)
+        single = [predictor.predict(im) for im in images]
+        assert agreement(batched, single) == 1.0  # a batch gives each image's own mask
+        assert agreement(batched, reference) >= 0.999  # fp32 in another runtime: ties may break differently
+
+
+def test_openvino_export_round_trip_and_metadata(model, images, tmp_path: Path) -> None:
+    ov = pytest.importorskip("openvino")
+    path = tmp_path / "model.xml"
+    diff = export_model(model, path, "openvino", classes=CLASSES, mean=MEAN, std=STD)
+    assert diff <= 1e-3 and path.with_suffix(".bin").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin", "model.xml"]
+    info = json.loads(ov.Core().read_model(str(path)).get_rt_info(["fcnseg"]).astype(str))
+    assert info["classes"] == CLASSES and info["normalization"] == {"mean": MEAN, "std": STD}
+    x = torch.rand(1, 3, 41, 129)  # a size the check never saw
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    with torch.inference_mode():
+        expected = NormalizedModel(model, MEAN, STD).eval()(x).numpy()
+    np.testing.assert_allclose(compiled(x.numpy())[0], expected, atol=1e-3, rtol=0)
+    predictor = Predictor.from_checkpoint(path, precision="fp32", tile_size="auto", memory_budget=2**20)
+    assert predictor.backend == "openvino" and predictor.classes.names == tuple(NAMES)
+    assert predictor.tile_size_for(90, 133) is not None  # the stored memory model makes "auto" tile
+    assert agreement(predictor.predict_batch(images), torch_masks(model, images, tile_size=(64, 64))) >= 0.999
+
+
+def test_export_openvino_needs_xml_suffix(model, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    with pytest.raises(ValueError, match=r"FILE\.xml"):
+        export_model(model, tmp_path / "model.ir", "openvino", classes=CLASSES, mean=MEAN, std=STD)
+
+
+@pytest.mark.slow
+def test_checkpoint_auto_backend_converts_once_and_caches(tmp_path: Path, monkeypatch, images) -> None:
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("FCNSEG_CACHE", str(tmp_path / "cache"))
+    model = write_checkpoint(tmp_path / "ckpt.pt", monkeypatch)
+    first = Predictor.from_checkpoint(tmp_path / "ckpt.pt", backend="auto", precision="fp32")
+    cached = sorted(p.name for p in (tmp_path / "cache" / "openvino").iterdir())
+    assert first.backend == "openvino" and len(cached) == 2  # model.xml and model.bin
+    again = Predictor.from_checkpoint(tmp_path / "ckpt.pt", backend="auto", precision="fp32")
+    assert sorted(p.name for p in (tmp_path / "cache" / "openvino").iterdir()) == cached
+    assert agreement(again.predict_batch(images), torch_masks(model, images)) >= 0.999
+
+
+@pytest.mark.slow
+def test_export_cli_openvino(tmp_path: Path, monkeypatch, capsys) -> None:
+    pytest.importorskip("openvino")
+    write_checkpoint(tmp_path / "ckpt.pt", monkeypatch)
+    out = tmp_path / "exported.xml"
+    assert main(["export", str(tmp_path / "ckpt.pt"), "--format", "openvino", "--out", str(out)]) == 0
+    assert out.is_file() and out.with_suffix(".bin").is_file()
+    assert "max |logit difference|" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Entry point of the ``fcnseg`` command: ``fcnseg {demo,train,eval,predict,export,check-data,bench} ...``."""
+"""Entry point of the ``fcnseg`` command: ``fcnseg {demo,train,eval,predict,export,quantize,check-data,bench} ...``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "eval": "evaluate",
     "predict": "predict",
     "export": "export",
+    "quantize": "quantize",
     "check-data": "check_data",
     "bench": "bench",
     "models": "models",

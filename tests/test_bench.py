@@ -116,7 +116,7 @@ def test_agreement() -> None:
 def test_bench_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
     args = ["bench", "--quick", "--models", "fcn8s_squeezenet1_1", "--sizes", "64x96", "--batches", "1", "2"]
-    args += ["--paths", "eager", "fast", "--reps", "1", "--train-size", "64x64", "--train-batch", "2"]
+    args += ["--paths", "eager", "fast", "--peers", "--reps", "1", "--train-size", "64x64", "--train-batch", "2"]
     assert main([*args, "--matmul-size", "256", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result) == {"settings", "machine", "inference", "training"}
@@ -142,7 +142,8 @@ def test_bench_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
 @pytest.mark.slow
 def test_bench_cli_against_the_baseline(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    args = ["bench", "--quick", "--sizes", "64x64", "--layouts", "default", "--precisions", "bf16"]
+    args = ["bench", "--quick", "--sizes", "64x64", "--layouts", "default", "--precisions", "bf16", "--peers"]
+    args += ["--paths", "baseline", "fast"]
     assert main([*args, "--no-train", "--matmul-size", "256", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["inference"]
     assert [(r["network"], r["path"]) for r in rows] == [
@@ -157,3 +158,16 @@ def test_bench_cli_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> No
     assert "unknown model" in capsys.readouterr().err
     assert main(["bench", "--checkpoint", "missing.pt"]) == 2
     assert "--data-root" in capsys.readouterr().err
+
+
+@pytest.mark.export
+def test_bench_peer_rows_beside_fcnseg(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "bench.json"
+    args = ["bench", "--quick", "--models", "fcn8s_squeezenet1_1", "--sizes", "64x96", "--paths", "fast"]
+    args += ["--precisions", "fp32", "--peers", "onnxruntime", "--no-train", "--matmul-size", "256"]
+    assert main([*args, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["inference"]
+    assert [(r["path"], r["computes_in"]) for r in rows] == [("fast", "fp32"), ("onnxruntime", "fp32")]
+    assert rows[1]["argmax_agreement"] == 1.0 and rows[1]["max_logit_diff"] < 1e-3  # the very same network
+    assert rows[1]["peak_bytes"] is None and rows[1]["latency"]["median_s"] > 0

@@ -8,12 +8,16 @@ Paths:
 - ``fast``: what :class:`~fcnseg.inference.Predictor` does: the model prepared by
   :func:`fcnseg.inference.optimize.prepare_for_inference`, channels_last input on CPU and
   :func:`fcnseg.inference.engine.segment_logits` at the given precision.
+- ``int8``: what ``fcnseg quantize`` makes and the Predictor runs: the network exported to OpenVINO, quantized by
+  :func:`fcnseg.inference.quantize.quantize_openvino` on calibration images, run through the same engine.
 """
 
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +30,7 @@ from fcnseg.models import FCN, create_model
 
 __all__ = ["PATHS", "build_network", "inference_path", "network_label", "smooth_images"]
 
-PATHS = ("baseline", "eager", "fast")
+PATHS = ("baseline", "eager", "fast", "int8")
 
 
 def build_network(name: str, layout: str | None, *, num_classes: int, seed: int = 0) -> FCN:
@@ -60,7 +64,12 @@ def smooth_images(n: int, height: int, width: int, *, seed: int = 0) -> Tensor:
 
 
 def inference_path(
-    path: str, model: nn.Module, *, precision: str = "fp32", device: torch.device | str = "cpu"
+    path: str,
+    model: nn.Module,
+    *,
+    precision: str = "fp32",
+    device: torch.device | str = "cpu",
+    calibration: Tensor | None = None,
 ) -> tuple[Callable[[Tensor], Tensor], nn.Module]:
     """How ``path`` runs ``model``: a function ``(N, 3, H, W) normalised images -> (N, K, H, W) logits``.
 
@@ -70,6 +79,7 @@ def inference_path(
         model: the network (for ``baseline``, a :class:`~fcnseg.bench.baseline.BaselineFCN8s`).
         precision: for ``fast``: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
         device: where to run.
+        calibration: for ``int8``: ``(M, 3, H, W)`` normalised images to calibrate on.
 
     Returns:
         The function and the module it runs.
@@ -83,6 +93,11 @@ def inference_path(
                 return plain(x.to(device))
 
         return run_plain, plain
+    if path == "int8":
+        if calibration is None:
+            raise ValueError("the int8 path needs calibration images")
+        int8 = _int8_model(model, calibration)
+        return lambda x: segment_logits(int8, x.cpu().contiguous()), int8
     if path != "fast":
         raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
     fast = prepare_for_inference(copy.deepcopy(model), device, precision)
@@ -93,3 +108,21 @@ def inference_path(
         return segment_logits(fast, x, precision=precision)
 
     return run_fast, fast
+
+
+def _int8_model(model: nn.Module, calibration: Tensor) -> nn.Module:
+    """``model`` exported to OpenVINO and quantized to int8 on ``calibration`` (normalised images)."""
+    import openvino as ov
+
+    from fcnseg.inference.export import export_model
+    from fcnseg.inference.quantize import quantize_openvino
+    from fcnseg.inference.runtimes import load_openvino
+
+    with tempfile.TemporaryDirectory(prefix="fcnseg-bench-") as folder:
+        path = Path(folder) / "model.xml"
+        with torch.inference_mode():
+            k = model.cpu().eval()(calibration[:1]).shape[1]
+        classes = {"names": [str(i) for i in range(k)], "colors": [[0, 0, 0]] * k}
+        export_model(model, path, "openvino", classes=classes, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        samples = [image[None].numpy() for image in calibration]
+        return load_openvino(quantize_openvino(ov.Core().read_model(str(path)), samples))

@@ -11,6 +11,8 @@ Training rows: images per second of a full SGD step (see :mod:`fcnseg.bench.trai
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import os
 import platform
@@ -19,11 +21,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from fcnseg.bench import peers
 from fcnseg.bench.baseline import baseline_from_fcnseg
-from fcnseg.bench.measure import agreement, matmul_peak, peak_bytes, run_counted, time_call
+from fcnseg.bench.measure import Timing, agreement, matmul_peak, peak_bytes, run_counted, time_call
 from fcnseg.bench.networks import build_network, inference_path, network_label, smooth_images
+from fcnseg.bench.peers import PEERS
 from fcnseg.bench.training import baseline_step, fast_step, random_batch
 from fcnseg.core.device import autocast_dtype
 from fcnseg.inference.optimize import packed_bytes
@@ -44,7 +48,9 @@ class BenchSettings:
     sizes: tuple[tuple[int, int], ...] = ((500, 500),)
     precisions: tuple[str, ...] = ("fp32", "bf16")
     batches: tuple[int, ...] = (1, 2)
-    paths: tuple[str, ...] = ("baseline", "fast")  # add "eager" for fcnseg's own fp32 eager rows
+    paths: tuple[str, ...] = ("baseline", "fast", "int8")  # add "eager" for fcnseg's own fp32 eager rows
+    peers: tuple[str, ...] = PEERS  # other runtimes on the same network (skipped when not installed)
+    calibration_images: int = 8  # images the int8 path and the openvino-int8 peer are calibrated on
     warmup: int = 1
     reps: int = 3
     train_size: tuple[int, int] | None = (360, 480)
@@ -84,21 +90,41 @@ def _networks(settings: BenchSettings) -> list[tuple[str, str | None]]:
     return [(name, layout) for name in settings.models for layout in (settings.layouts if "_vgg" in name else (None,))]
 
 
-def _measure(run: Callable[[Tensor], Tensor], x: Tensor, settings: BenchSettings) -> tuple[Tensor, dict[str, Any]]:
-    """Time ``run(x)``: the first call alone, a call that counts peak memory, ``warmup - 1`` more, then ``reps``.
+def _measure_interleaved(
+    runs: list[Callable[[Tensor], Tensor]], x: Tensor, settings: BenchSettings, count_memory: list[bool]
+) -> list[tuple[Tensor, dict[str, Any]]]:
+    """Time every ``run(x)`` of ``runs`` in turn, so that a change of machine load hits them alike.
+
+    Each run's first call is timed alone (one-time work: packing, primitive creation), then one call counts its
+    peak memory (where ``count_memory``; runtimes outside PyTorch are not seen), then ``warmup - 1`` rounds, then
+    ``reps`` rounds of one timed call of each run.
 
     Returns:
-        The last output and the figures: ``first_s``, ``peak_bytes`` and the timing (``median_s``, ...).
+        For each run, its last output and ``first_s``, ``peak_bytes`` and the timing (``median_s``, ...).
     """
-    last: list[Tensor] = []
+    device = settings.device
+    last: list[Tensor | None] = [None] * len(runs)
 
-    def call() -> None:
-        last[:] = [run(x)]  # keep only the latest output alive
+    def call(i: int) -> Callable[[], None]:
+        def go() -> None:
+            last[i] = None  # keep only the latest output alive
+            last[i] = runs[i](x)
 
-    first = time_call(call, reps=1, warmup=0, device=settings.device)  # one-time work: packing, primitive creation
-    memory = peak_bytes(call)
-    timing = time_call(call, reps=settings.reps, warmup=settings.warmup - 1, device=settings.device)
-    return last[0], {"first_s": first.median, "peak_bytes": memory, **timing.to_dict()}
+        return go
+
+    firsts = [time_call(call(i), reps=1, warmup=0, device=device).median for i in range(len(runs))]
+    memory = [peak_bytes(call(i)) if count_memory[i] else None for i in range(len(runs))]
+    for _ in range(settings.warmup - 1):
+        for i in range(len(runs)):
+            call(i)()
+    seconds: list[list[float]] = [[] for _ in runs]
+    for _ in range(settings.reps):
+        for i in range(len(runs)):
+            seconds[i] += time_call(call(i), reps=1, warmup=0, device=device).seconds
+    return [
+        (last[i], {"first_s": firsts[i], "peak_bytes": memory[i], **Timing(tuple(seconds[i])).to_dict()})
+        for i in range(len(runs))
+    ]
 
 
 def _computes_in(precision: str, device: torch.device | str) -> str:
@@ -109,7 +135,7 @@ def _computes_in(precision: str, device: torch.device | str) -> str:
 def _row(settings: BenchSettings, peaks: dict[str, float], **fields: Any) -> dict[str, Any]:
     """An inference row: ``fields`` and what follows from them (time per image, FLOP/s, fraction of peak)."""
     batch, timing = fields["batch"], fields["latency"]
-    effective = _computes_in(fields["precision"], settings.device)
+    effective = fields.pop("computes_in", None) or _computes_in(fields["precision"], settings.device)
     gflops = fields["gflops_per_image"] * batch
     achieved = gflops / timing["median_s"]
     return fields | {
@@ -128,36 +154,63 @@ def _runs(settings: BenchSettings, paths: tuple[str, ...], is_baseline: bool) ->
         (path, precision)
         for path in paths
         if path != "baseline" or is_baseline
-        for precision in (settings.precisions if path == "fast" else ("fp32",))
+        for precision in (settings.precisions if path == "fast" else ("int8",) if path == "int8" else ("fp32",))
     ]
+
+
+def _paths(
+    settings: BenchSettings, model: nn.Module, reference_model: nn.Module, is_baseline: bool, calibration: Tensor
+) -> list[dict[str, Any]]:
+    """Every path to time on one network: fcnseg's (and the baseline) and the peers', each with its run."""
+    found = []
+    for path, precision in _runs(settings, settings.paths, is_baseline):
+        if path == "int8" and peers.missing_packages("openvino-int8"):
+            logger.warning("path int8 skipped: needs %s", " and ".join(peers.missing_packages("openvino-int8")))
+            continue
+        target = reference_model if path == "baseline" else model
+        run, module = inference_path(path, target, precision=precision, device=settings.device, calibration=calibration)
+        computes_in = "int8" if path == "int8" else None
+        found.append({"path": path, "precision": precision, "run": run, "module": module, "computes_in": computes_in})
+    if settings.peers and torch.device(settings.device).type == "cpu":
+        runs, _ = peers.peer_runs(copy.deepcopy(model), settings.peers, calibration=calibration)
+        for peer, computes_in, run in runs:
+            found.append({"path": peer, "precision": "auto", "run": run, "module": None, "computes_in": computes_in})
+    return found
 
 
 def _network_rows(
     settings: BenchSettings, peaks: dict[str, float], network: tuple[str, str | None], paths: tuple[str, ...]
 ) -> list[dict[str, Any]]:
-    """Rows of one network at every size, for each of ``paths``, precision and batch size."""
+    """Rows of one network at every size, for each path (fcnseg's, the baseline, peers), precision and batch.
+
+    All paths of one size and batch are timed interleaved (:func:`_measure_interleaved`).
+    """
     name, layout = network
     model = build_network(name, layout, num_classes=settings.num_classes, seed=settings.seed)
     is_baseline = network == BASELINE_NETWORK
     reference_model = baseline_from_fcnseg(model) if is_baseline else model
+    local = dataclasses.replace(settings, paths=paths, peers=settings.peers if paths != ("baseline",) else ())
     rows = []
     for h, w in settings.sizes:
         images = smooth_images(max(settings.batches), h, w, seed=settings.seed)
+        calibration = smooth_images(settings.calibration_images, h, w, seed=settings.seed + 1)
         eager, _ = inference_path("eager", reference_model, device=settings.device)
         reference, flops, _ = run_counted(lambda run=eager, x=images[:1]: run(x))  # (1, K, H, W) fp32
-        for path, precision in _runs(settings, paths, is_baseline):
-            target = reference_model if path == "baseline" else model
-            run, module = inference_path(path, target, precision=precision, device=settings.device)
-            for batch in settings.batches:
-                logger.info("%s %s %s b%d %dx%d", network_label(name, layout), path, precision, batch, h, w)
-                out, timing = _measure(run, images[:batch], settings)
+        found = _paths(local, model, reference_model, is_baseline, calibration)
+        for batch in settings.batches:
+            logger.info("%s: %d paths, b%d %dx%d", network_label(name, layout), len(found), batch, h, w)
+            runs = [p["run"] for p in found]
+            measured = _measure_interleaved(runs, images[:batch], settings, [p["module"] is not None for p in found])
+            for p, (out, timing) in zip(found, measured, strict=True):
                 same, diff = agreement(out[:1], reference)
-                fields = {"network": network_label(name, layout), "model": name, "layout": layout, "path": path}
-                fields |= {"precision": precision, "batch": batch, "height": h, "width": w, "latency": timing}
+                fields = {"network": network_label(name, layout), "model": name, "layout": layout, "path": p["path"]}
+                fields |= {"precision": p["precision"], "batch": batch, "height": h, "width": w, "latency": timing}
                 fields |= {"gflops_per_image": flops / 1e9, "argmax_agreement": same, "max_logit_diff": diff}
-                rows.append(_row(settings, peaks, **fields, prepared_bytes=packed_bytes(module)))
-            del run, module
-    return rows
+                prepared = packed_bytes(p["module"]) if p["module"] is not None else 0
+                rows.append(_row(settings, peaks, **fields, computes_in=p["computes_in"], prepared_bytes=prepared))
+        del found
+    order = {(r["path"], r["precision"]): i for i, r in enumerate(rows)}  # path-major, as before
+    return sorted(rows, key=lambda r: (r["height"], r["width"], order[(r["path"], r["precision"])], r["batch"]))
 
 
 def inference_rows(settings: BenchSettings, peaks: dict[str, float]) -> list[dict[str, Any]]:

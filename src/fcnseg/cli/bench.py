@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from fcnseg.bench.networks import PATHS
+from fcnseg.bench.peers import PEERS
 from fcnseg.bench.realdata import checkpoint_agreement
 from fcnseg.bench.suite import BenchSettings, inference_rows, machine_info, training_rows
 from fcnseg.cli.main import UserError
@@ -41,6 +42,7 @@ QUICK = {
     "train_reps": 1,
     "matmul_size": 1024,
     "limit": 5,
+    "calib_images": 2,
 }
 
 
@@ -65,7 +67,17 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     p.add_argument("--sizes", nargs="+", type=_size, metavar="HxW", help="input sizes (default 500x500)")
     p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16", "fp16", "auto"), default=["fp32", "bf16"])
     p.add_argument("--batches", nargs="+", type=int, metavar="N", help="batch sizes (default 1 2)")
-    p.add_argument("--paths", nargs="+", choices=PATHS, default=["baseline", "fast"], help="(default baseline fast)")
+    p.add_argument(
+        "--paths", nargs="+", choices=PATHS, default=["baseline", "fast", "int8"], help="(default baseline fast int8)"
+    )
+    p.add_argument(
+        "--peers",
+        nargs="*",
+        choices=PEERS,
+        default=list(PEERS),
+        help="other runtimes timed on the same network, interleaved (default all; none with a bare --peers)",
+    )
+    p.add_argument("--calib-images", type=int, metavar="N", help="calibration images of the int8 rows (default 8)")
     p.add_argument("--reps", type=int, help="timed repetitions per row (default 3)")
     p.add_argument("--warmup", type=int, help="untimed calls before timing, at least 1 (default 1)")
     p.add_argument("--train-size", type=_size, metavar="HxW", help="training crop (default 360x480)")
@@ -105,6 +117,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         precisions=tuple(args.precisions),
         batches=tuple(_pick(args, "batches", defaults.batches)),
         paths=tuple(dict.fromkeys(args.paths)),
+        peers=tuple(dict.fromkeys(args.peers)),
+        calibration_images=_pick(args, "calib_images", defaults.calibration_images),
         warmup=_pick(args, "warmup", defaults.warmup),
         reps=_pick(args, "reps", defaults.reps),
         train_size=None if args.no_train else _pick(args, "train_size", defaults.train_size),
@@ -124,6 +138,10 @@ def _ms(seconds: float) -> str:
     return f"{1000 * seconds:.0f}" if seconds >= 0.1 else f"{1000 * seconds:.1f}"
 
 
+def _mib(count: int | None) -> float | None:
+    return None if count is None else count / 2**20
+
+
 def _opt(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
@@ -131,7 +149,7 @@ def _opt(value: float | None, fmt: str) -> str:
 def format_inference(rows: list[dict[str, Any]]) -> str:
     """The inference table: one line per network, path, precision and batch."""
     head = (
-        f"{'network':<20} {'path':<8} {'prec':<4} {'batch':>5} {'HxW':>9} {'latency ms (min-max)':>21} "
+        f"{'network':<20} {'path':<13} {'prec':<4} {'batch':>5} {'HxW':>9} {'latency ms (min-max)':>21} "
         f"{'1st ms':>7} {'ms/img':>7} {'x base':>6} {'GFLOP/img':>9} {'GFLOP/s':>7} {'%peak':>5} "
         f"{'act MiB':>7} {'pack MiB':>8} {'agree %':>8} {'max dlogit':>10}"
     )
@@ -141,10 +159,10 @@ def format_inference(rows: list[dict[str, Any]]) -> str:
         spread = f"{_ms(t['median_s'])} ({_ms(t['min_s'])}-{_ms(t['max_s'])})"
         peak = None if r["peak_fraction"] is None else 100 * r["peak_fraction"]
         lines.append(
-            f"{r['network']:<20} {r['path']:<8} {r['computes_in']:<4} {r['batch']:>5} "
+            f"{r['network']:<20} {r['path']:<13} {r['computes_in']:<4} {r['batch']:>5} "
             f"{r['height']:>4}x{r['width']:<4} {spread:>21} {_ms(t['first_s']):>7} {r['ms_per_image']:>7.0f} "
             f"{_opt(r['ratio_vs_baseline'], '.2f'):>6} {r['gflops_per_image']:>9.1f} "
-            f"{r['achieved_gflops_per_s']:>7.1f} {_opt(peak, '.0f'):>5} {r['peak_bytes'] / 2**20:>7.0f} "
+            f"{r['achieved_gflops_per_s']:>7.1f} {_opt(peak, '.0f'):>5} {_opt(_mib(r['peak_bytes']), '.0f'):>7} "
             f"{r['prepared_bytes'] / 2**20:>8.0f} {100 * r['argmax_agreement']:>8.3f} {r['max_logit_diff']:>10.2e}"
         )
     return "\n".join(lines)

@@ -31,6 +31,14 @@ def cpu_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Converted models (``fcnseg predict``'s OpenVINO cache) go to a session folder, never to ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FCNSEG_CACHE", str(tmp_path_factory.mktemp("fcnseg_cache")))
+        yield
+
+
 def require(path: Path) -> Path:
     """Skip the calling test when a file from ../shared is absent (a checkout without the shared folder)."""
     if not path.exists():

@@ -98,3 +98,23 @@ def test_export_cli_openvino(tmp_path: Path, monkeypatch, capsys) -> None:
     assert main(["export", str(tmp_path / "ckpt.pt"), "--format", "openvino", "--out", str(out)]) == 0
     assert out.is_file() and out.with_suffix(".bin").is_file()
     assert "max |logit difference|" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_quantize_cli_int8_model_predicts_tiled(tmp_path: Path, monkeypatch, capsys, images) -> None:
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from PIL import Image
+
+    model = write_checkpoint(tmp_path / "ckpt.pt", monkeypatch)
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(tmp_path / f"calib{i}.png")
+    out = tmp_path / "int8.xml"
+    argv = ["quantize", str(tmp_path / "ckpt.pt"), "--calib-data", str(tmp_path), "--num-calib", "2", "--out", str(out)]
+    assert main(argv) == 0
+    assert "int8, calibrated on 2 images" in capsys.readouterr().out
+    predictor = Predictor.from_checkpoint(out, tile_size=(64, 64))
+    assert predictor.backend == "openvino" and predictor.computes_in == "int8"
+    masks = predictor.predict_batch(images)
+    assert agreement(masks, torch_masks(model, images, tile_size=(64, 64))) >= 0.9  # int8 of random weights
+    assert agreement(masks, [predictor.predict(im) for im in images]) == 1.0

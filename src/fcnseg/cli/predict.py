@@ -1,5 +1,10 @@
 """``fcnseg predict CHECKPOINT INPUTS... --out DIR``: segment image files and write masks and overlays.
 
+CHECKPOINT is a checkpoint written by ``fcnseg train`` or a model written by ``fcnseg export`` (``.onnx``,
+OpenVINO ``.xml``) or ``fcnseg quantize`` (int8 ``.xml``). ``--backend auto`` (the default) runs on the CPU through
+OpenVINO when it is installed (a checkpoint is converted once, in seconds, and cached), else through fcnseg's
+PyTorch fast path; the backend used is printed.
+
 INPUTS are image files, folders (searched recursively for .jpg/.jpeg/.png/.bmp/.tif/.tiff/.webp, in sorted
 order) and glob patterns (``'photos/*.jpg'``, ``'data/**/*.png'``). For each image ``<stem>`` it writes
 ``<stem>.png`` (palette PNG: pixel value = class index, palette = the checkpoint's colours),
@@ -24,6 +29,7 @@ from fcnseg.core.progress import progress_bar
 from fcnseg.data.decode import IMAGE_SUFFIXES
 from fcnseg.inference.images import ImageReadError, load_image, save_mask_png
 from fcnseg.inference.predictor import Predictor
+from fcnseg.inference.runtimes import BACKENDS
 from fcnseg.inference.visualize import legend_image, overlay
 
 logger = logging.getLogger(__name__)
@@ -52,6 +58,12 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     p.add_argument("--device", default=DEFAULT_DEVICE, help=f"{DEVICE_HELP} (default: {DEFAULT_DEVICE})")
     p.add_argument(
         "--precision", choices=PRECISIONS, default="auto", help=f"autocast precision: {PRECISION_HELP} (default: auto)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=("auto", *BACKENDS),
+        default="auto",
+        help="inference runtime (default auto: openvino when installed and on CPU, else torch)",
     )
     p.add_argument("--batch-size", type=int, default=1, help="same-size images inferred together (default 1)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
@@ -123,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         scales=tuple(args.scales),
         flip=args.flip,
+        backend=args.backend,
     )
+    print(f"backend: {predictor.backend} ({predictor.computes_in}) on {predictor.device}", flush=True)
     files = expand_inputs(args.inputs)
     if not files:
         raise UserError("no input images found; pass files, folders or glob patterns")

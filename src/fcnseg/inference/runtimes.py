@@ -141,9 +141,9 @@ def load_openvino(
     if _OV_PRECISION[precision] is not None:
         config["INFERENCE_PRECISION_HINT"] = _OV_PRECISION[precision]
     compiled = core.compile_model(model, "CPU", config)
-    hint = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
     int8 = bool((metadata or {}).get("quantization")) if int8 is None else int8
-    computes_in = "int8" if int8 else {"bfloat16": "bf16", "float16": "fp16"}.get(hint, "fp32")
+    computes_in = "int8" if int8 else {"bf16": "bf16", "f16": "fp16"}.get(hint, "fp32")
     request = compiled.create_infer_request()
 
     def run(array: np.ndarray) -> np.ndarray:

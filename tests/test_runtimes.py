@@ -81,7 +81,7 @@ def test_export_openvino_needs_xml_suffix(model, tmp_path: Path) -> None:
 def test_checkpoint_auto_backend_converts_once_and_caches(tmp_path: Path, monkeypatch, images) -> None:
     pytest.importorskip("openvino")
     monkeypatch.setenv("FCNSEG_CACHE", str(tmp_path / "cache"))
-    model = write_checkpoint(tmp_path / "ckpt.pt", monkeypatch)
+    model = write_checkpoint(tmp_path / "ckpt.pt")
     first = Predictor.from_checkpoint(tmp_path / "ckpt.pt", backend="auto", precision="fp32")
     cached = sorted(p.name for p in (tmp_path / "cache" / "openvino").iterdir())
     assert first.backend == "openvino" and len(cached) == 2  # model.xml and model.bin
@@ -93,7 +93,7 @@ def test_checkpoint_auto_backend_converts_once_and_caches(tmp_path: Path, monkey
 @pytest.mark.slow
 def test_export_cli_openvino(tmp_path: Path, monkeypatch, capsys) -> None:
     pytest.importorskip("openvino")
-    write_checkpoint(tmp_path / "ckpt.pt", monkeypatch)
+    write_checkpoint(tmp_path / "ckpt.pt")
     out = tmp_path / "exported.xml"
     assert main(["export", str(tmp_path / "ckpt.pt"), "--format", "openvino", "--out", str(out)]) == 0
     assert out.is_file() and out.with_suffix(".bin").is_file()
@@ -106,7 +106,7 @@ def test_quantize_cli_int8_model_predicts_tiled(tmp_path: Path, monkeypatch, cap
     pytest.importorskip("nncf")
     from PIL import Image
 
-    model = write_checkpoint(tmp_path / "ckpt.pt", monkeypatch)
+    model = write_checkpoint(tmp_path / "ckpt.pt")
     for i, im in enumerate(images):
         Image.fromarray(im).save(tmp_path / f"calib{i}.png")
     out = tmp_path / "int8.xml"

@@ -25,7 +25,10 @@ from torch import Tensor, nn
 
 from fcnseg.core.device import memory_format
 from fcnseg.inference.engine import segment_logits
+from fcnseg.inference.export import export_model
 from fcnseg.inference.optimize import prepare_for_inference
+from fcnseg.inference.quantize import quantize_openvino
+from fcnseg.inference.runtimes import load_openvino
 from fcnseg.models import FCN, create_model
 
 __all__ = ["PATHS", "build_network", "inference_path", "network_label", "smooth_images"]
@@ -113,10 +116,6 @@ def inference_path(
 def _int8_model(model: nn.Module, calibration: Tensor) -> nn.Module:
     """``model`` exported to OpenVINO and quantized to int8 on ``calibration`` (normalised images)."""
     import openvino as ov
-
-    from fcnseg.inference.export import export_model
-    from fcnseg.inference.quantize import quantize_openvino
-    from fcnseg.inference.runtimes import load_openvino
 
     with tempfile.TemporaryDirectory(prefix="fcnseg-bench-") as folder:
         path = Path(folder) / "model.xml"

@@ -40,6 +40,7 @@ from torch.export import Dim
 
 from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.inference.memory import estimate_memory
+from fcnseg.inference.runtimes import load_openvino, openvino_from_onnx
 from fcnseg.models import model_from_checkpoint
 
 __all__ = [
@@ -47,6 +48,8 @@ __all__ = [
     "FORMATS",
     "ExportCheckError",
     "NormalizedModel",
+    "cache_folder",
+    "cached_openvino",
     "export_checkpoint",
     "export_model",
 ]
@@ -154,8 +157,6 @@ def _load_onnx(tmp: Path) -> Callable[[Tensor], Any]:
 def _write_openvino(wrapper: nn.Module, tmp: Path, example: Tensor, metadata: dict[str, str]) -> None:
     import openvino as ov
 
-    from fcnseg.inference.runtimes import openvino_from_onnx
-
     onnx_path = tmp.with_suffix(".onnx")
     _write_onnx(wrapper, onnx_path, example, metadata)
     model = openvino_from_onnx(onnx_path, json.loads(metadata["fcnseg"]))
@@ -164,8 +165,6 @@ def _write_openvino(wrapper: nn.Module, tmp: Path, example: Tensor, metadata: di
 
 
 def _load_openvino(tmp: Path) -> Callable[[Tensor], Any]:
-    from fcnseg.inference.runtimes import load_openvino
-
     return load_openvino(tmp, precision="fp32")
 
 
@@ -259,3 +258,29 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
     diff = export_model(model, Path(out), fmt, classes=ckpt["classes"], mean=norm["mean"], std=norm["std"], **kwargs)
     logger.info("exported %s to %s (max |logit difference| vs eager: %.3g)", fmt, out, diff)
     return diff
+
+
+def cache_folder() -> Path:
+    """Where converted models are cached: ``$FCNSEG_CACHE``, else ``$XDG_CACHE_HOME/fcnseg`` or ``~/.cache/fcnseg``."""
+    if os.environ.get("FCNSEG_CACHE"):
+        return Path(os.environ["FCNSEG_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fcnseg"
+
+
+def cached_openvino(checkpoint: str | os.PathLike) -> tuple[Path, bool]:
+    """The OpenVINO IR of a checkpoint, converted (and checked) once and cached by the checkpoint's path, size and
+    modification time (hashing a 500 MB checkpoint would cost a second at every start).
+
+    Returns:
+        The ``.xml`` path and whether it was already cached (``False``: it was converted now, which takes seconds).
+    """
+    import hashlib
+
+    stat = Path(checkpoint).stat()
+    digest = hashlib.sha256(f"{Path(checkpoint).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    path = cache_folder() / "openvino" / f"{digest.hexdigest()[:32]}.xml"
+    if path.is_file() and path.with_suffix(".bin").is_file():
+        return path, True
+    logger.info("converting %s to OpenVINO once (cached in %s)", checkpoint, path.parent)
+    export_checkpoint(checkpoint, "openvino", path)
+    return path, False

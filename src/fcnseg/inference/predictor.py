@@ -30,6 +30,7 @@ from fcnseg.core.device import autocast_dtype, memory_format, resolve_device
 from fcnseg.data.classes import ClassInfo, as_class_info
 from fcnseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_uint8
 from fcnseg.inference.engine import choose_tile_size, segment_bands, segment_logits
+from fcnseg.inference.export import cached_openvino, export_model
 from fcnseg.inference.images import load_image
 from fcnseg.inference.memory import MemoryModel, estimate_memory
 from fcnseg.inference.optimize import prepare_for_inference
@@ -49,8 +50,6 @@ ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor
 def _runtime_from_torch(model: nn.Module, backend: str, precision: str) -> RuntimeModel:
     """``model`` (normalised input -> logits) exported to ONNX, checked, and compiled by ``backend``."""
     import tempfile
-
-    from fcnseg.inference.export import export_model
 
     with tempfile.TemporaryDirectory(prefix="fcnseg-") as folder:
         path = Path(folder) / "model.onnx"
@@ -150,7 +149,7 @@ class Predictor:
                 e.g. an int8 model from ``fcnseg quantize``).
             device: where inference runs (exported models run on the CPU).
             backend: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"``: for a checkpoint, OpenVINO when
-                it is installed, through an IR converted once and cached (:func:`runtimes.cached_openvino`), else
+                it is installed, through an IR converted once and cached (:func:`export.cached_openvino`), else
                 torch; for an ONNX file, OpenVINO when installed, else ONNX Runtime. ``None`` (default): torch for
                 a checkpoint, ``"auto"`` for an exported file.
             kwargs: passed to ``__init__`` (classes and normalisation default to the file's).
@@ -158,12 +157,10 @@ class Predictor:
         if Path(path).suffix.lower() in (".onnx", ".xml"):
             return cls._from_exported(Path(path), backend or "auto", device, **kwargs)
         backend = backend or "torch"
-        on_cpu = torch.device(device).type == "cpu"
+        on_cpu = resolve_device(device).type == "cpu"
         if backend == "auto":
             backend = "openvino" if on_cpu and "openvino" in available_backends() else "torch"
         if backend == "openvino" and on_cpu:
-            from fcnseg.inference.runtimes import cached_openvino
-
             return cls._from_exported(cached_openvino(path)[0], "openvino", device, **kwargs)
         ckpt = load_checkpoint(path)
         norm = ckpt.get("normalization") or {}

@@ -26,9 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.inference.export import export_model
 from fcnseg.inference.images import load_image
 from fcnseg.inference.runtimes import load_openvino, openvino_metadata, require
+from fcnseg.models import model_from_checkpoint
 
 __all__ = ["calibration_arrays", "quantize_checkpoint", "quantize_openvino"]
 
@@ -77,8 +79,6 @@ def quantize_checkpoint(
     """
     require("openvino")
     import openvino as ov
-
-    from fcnseg.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     out = Path(out)
     if out.suffix != ".xml":

@@ -151,31 +151,3 @@ def load_openvino(
 
     logger.debug("OpenVINO model compiled for CPU, %s", computes_in)
     return RuntimeModel(run, "openvino", computes_in, metadata)
-
-
-def cache_folder() -> Path:
-    """Where converted models are cached: ``$FCNSEG_CACHE``, else ``$XDG_CACHE_HOME/fcnseg`` or ``~/.cache/fcnseg``."""
-    if os.environ.get("FCNSEG_CACHE"):
-        return Path(os.environ["FCNSEG_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fcnseg"
-
-
-def cached_openvino(checkpoint: str | os.PathLike) -> tuple[Path, bool]:
-    """The OpenVINO IR of a checkpoint, converted (and checked) once and cached by the checkpoint's path, size and
-    modification time (hashing a 500 MB checkpoint would cost a second at every start).
-
-    Returns:
-        The ``.xml`` path and whether it was already cached (``False``: it was converted now, which takes seconds).
-    """
-    import hashlib
-
-    from fcnseg.inference.export import export_checkpoint
-
-    stat = Path(checkpoint).stat()
-    digest = hashlib.sha256(f"{Path(checkpoint).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    path = cache_folder() / "openvino" / f"{digest.hexdigest()[:32]}.xml"
-    if path.is_file() and path.with_suffix(".bin").is_file():
-        return path, True
-    logger.info("converting %s to OpenVINO once (cached in %s)", checkpoint, path.parent)
-    export_checkpoint(checkpoint, "openvino", path)
-    return path, False

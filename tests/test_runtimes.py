@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_inference_predictor import COLORS, MEAN, NAMES, STD, make_model, write_checkpoint
+from PIL import Image
+from test_inference_predictor import COLORS, MEAN, NAMES, STD, make_model, smooth_image, write_checkpoint
 
 from fcnseg.cli.main import main
 from fcnseg.inference import Predictor
@@ -104,8 +105,6 @@ def test_export_cli_openvino(tmp_path: Path, monkeypatch, capsys) -> None:
 def test_quantize_cli_int8_model_predicts_tiled(tmp_path: Path, monkeypatch, capsys, images) -> None:
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    from PIL import Image
-
     model = write_checkpoint(tmp_path / "ckpt.pt")
     for i, im in enumerate(images):
         Image.fromarray(im).save(tmp_path / f"calib{i}.png")
@@ -118,3 +117,35 @@ def test_quantize_cli_int8_model_predicts_tiled(tmp_path: Path, monkeypatch, cap
     masks = predictor.predict_batch(images)
     assert agreement(masks, torch_masks(model, images, tile_size=(64, 64))) >= 0.9  # int8 of random weights
     assert agreement(masks, [predictor.predict(im) for im in images]) == 1.0
+    data = labelled_folder(tmp_path / "data", images, masks)  # int8's own masks as the ground truth
+    assert eval_pixel_acc(out, data, tmp_path / "int8.json") == 1.0  # eval scores what predict produces
+
+
+def labelled_folder(root: Path, images: list[np.ndarray], masks: list[np.ndarray]) -> Path:
+    """A folder dataset (``images/``, ``masks/``) of ``images`` labelled with ``masks``."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        Image.fromarray(image).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask.astype(np.uint8), mode="L").save(root / "masks" / f"{i}.png")
+    return root
+
+
+def eval_pixel_acc(model: Path, data: Path, report: Path, *extra: str) -> float:
+    """``fcnseg eval MODEL`` (fp32) on the folder dataset ``data``; returns the pixel accuracy it reports."""
+    argv = ["eval", str(model), "--dataset", "folder", "--data-root", str(data), "--split", "all", "--workers", "0"]
+    assert main([*argv, "--precision", "fp32", "--no-progress", "--json", str(report), *extra]) == 0
+    return json.loads(report.read_text())["pixel_acc"]
+
+
+@pytest.mark.slow
+def test_eval_scores_an_exported_model_as_predict_runs_it(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    model = write_checkpoint(tmp_path / "ckpt.pt")
+    images = [smooth_image(72, 96, seed=i) for i in range(3)]
+    data = labelled_folder(tmp_path / "data", images, torch_masks(model, images))  # fp32 PyTorch as ground truth
+    xml = tmp_path / "model.xml"
+    assert main(["export", str(tmp_path / "ckpt.pt"), "--format", "openvino", "--out", str(xml)]) == 0
+    assert eval_pixel_acc(tmp_path / "ckpt.pt", data, tmp_path / "torch.json") == 1.0
+    assert eval_pixel_acc(xml, data, tmp_path / "xml.json") >= 0.999  # fp32 in OpenVINO: ties may break differently
+    assert main(["eval", str(xml), "--dataset", "folder", "--data-root", str(data), "--backend", "torch"]) == 2

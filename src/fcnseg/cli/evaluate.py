@@ -1,5 +1,9 @@
 """``fcnseg eval CHECKPOINT --dataset NAME --data-root DIR --split SPLIT``: score a checkpoint on a dataset split.
 
+CHECKPOINT may also be a model written by ``fcnseg export`` (``.onnx``, OpenVINO ``.xml``) or ``fcnseg quantize``
+(int8 ``.xml``): it is scored through the same runtime and engine as ``fcnseg predict`` runs it. ``--backend``
+scores a checkpoint through another runtime (``auto``: the one ``fcnseg predict`` picks by default).
+
 Prints per-class IoU/accuracy and the paper's four metrics (pixel accuracy, mean accuracy, mean IoU, frequency
 weighted IoU) and, with ``--out``/``--json``, writes them as JSON with a confusion-matrix and a samples PNG.
 Under ``torchrun`` each process evaluates part of the split; rank 0 prints and writes the metrics of the whole split.
@@ -11,13 +15,19 @@ import argparse
 import logging
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from fcnseg.cli.dataset_args import add_dataset_arguments, dataset_options
 from fcnseg.cli.main import UserError
 from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device
 from fcnseg.core.distributed import World, distributed_session
 from fcnseg.data import build_dataset, eval_transforms
+from fcnseg.inference.runtimes import BACKENDS
 
 logger = logging.getLogger(__name__)
+
+EXPORTED_SUFFIXES = (".onnx", ".xml")
 
 
 def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
@@ -27,7 +37,15 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
         help="evaluate a checkpoint on a dataset split (pixel acc, mean acc, mean IoU, fw IoU)",
         description=__doc__,
     )
-    p.add_argument("checkpoint", type=Path, help="checkpoint file written by `fcnseg train`")
+    p.add_argument(
+        "checkpoint", type=Path, help="checkpoint written by `fcnseg train`, or a .onnx/.xml from export/quantize"
+    )
+    p.add_argument(
+        "--backend",
+        choices=("auto", *BACKENDS),
+        help="runtime to score through (default: torch for a checkpoint, auto for an exported model; "
+        "auto = what `fcnseg predict` uses by default)",
+    )
     p.add_argument(
         "--weights-sha256", metavar="HEX", help="SHA-256 the checkpoint must have, checked before reading it"
     )
@@ -108,6 +126,22 @@ def _dataset_num_classes(dataset: object) -> int | None:
     return len(classes.names) if hasattr(classes, "names") else len(classes)
 
 
+def _runtime_model(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict, dict]:
+    """The model ``fcnseg predict`` would run for ``args.checkpoint`` and ``args.backend``, its classes and the
+    normalisation it expects (identity for an exported graph, which normalises ``[0, 1]`` RGB itself)."""
+    from fcnseg.inference.predictor import Predictor
+
+    try:
+        predictor = Predictor.from_checkpoint(args.checkpoint, device, backend=args.backend, precision=args.precision)
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    info = predictor.classes
+    classes = {"names": list(info.names), "colors": [list(map(int, c)) for c in info.colors]}
+    norm = {"mean": predictor.mean.view(-1).tolist(), "std": predictor.std.view(-1).tolist()}
+    logger.info("scoring through %s (%s)", predictor.backend, predictor.computes_in)
+    return predictor.model, classes, norm
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate ``args.checkpoint`` on ``args.dataset``/``args.split``; print the table, write the report."""
     mode = _check_args(args)
@@ -134,9 +168,11 @@ def _evaluate(args: argparse.Namespace, mode: str, world: World) -> int:
     from fcnseg.models import model_from_checkpoint
 
     device = world.device
-    ckpt = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(ckpt)
-    classes, norm = ckpt["classes"], ckpt["normalization"]
+    if args.backend in (None, "torch") and args.checkpoint.suffix.lower() not in EXPORTED_SUFFIXES:
+        ckpt = load_checkpoint(args.checkpoint)
+        model, classes, norm = model_from_checkpoint(ckpt), ckpt["classes"], ckpt["normalization"]
+    else:
+        model, classes, norm = _runtime_model(args, device)
     num_classes = len(classes["names"])
 
     transforms = eval_transforms(norm["mean"], norm["std"])

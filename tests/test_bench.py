@@ -171,3 +171,21 @@ def test_bench_peer_rows_beside_fcnseg(tmp_path: Path) -> None:
     assert [(r["path"], r["computes_in"]) for r in rows] == [("fast", "fp32"), ("onnxruntime", "fp32")]
     assert rows[1]["argmax_agreement"] == 1.0 and rows[1]["max_logit_diff"] < 1e-3  # the very same network
     assert rows[1]["peak_bytes"] is None and rows[1]["latency"]["median_s"] > 0
+
+
+@pytest.mark.export
+def test_bench_ov_row_is_the_openvino_backend_on_the_same_network(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    out = tmp_path / "bench.json"
+    args = ["bench", "--quick", "--models", "fcn8s_squeezenet1_1", "--sizes", "64x96", "--paths", "fast", "ov"]
+    args += ["--precisions", "fp32", "--peers", "--no-train", "--matmul-size", "256", "--batches", "1", "2"]
+    assert main([*args, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["inference"]
+    assert [(r["path"], r["computes_in"], r["batch"]) for r in rows] == [
+        ("fast", "fp32", 1),
+        ("fast", "fp32", 2),
+        ("ov", "fp32", 1),
+        ("ov", "fp32", 2),
+    ]
+    for row in rows[2:]:  # fp32 in OpenVINO: the fp32 network's decisions, memory not seen by PyTorch
+        assert row["argmax_agreement"] >= 0.999 and row["max_logit_diff"] < 1e-3 and row["peak_bytes"] is None

@@ -8,6 +8,9 @@ Paths:
 - ``fast``: what :class:`~fcnseg.inference.Predictor` does: the model prepared by
   :func:`fcnseg.inference.optimize.prepare_for_inference`, channels_last input on CPU and
   :func:`fcnseg.inference.engine.segment_logits` at the given precision.
+- ``ov``: what ``fcnseg predict`` runs by default when OpenVINO is installed (``backend="auto"``): the network
+  exported to an OpenVINO IR, compiled by :func:`fcnseg.inference.runtimes.load_openvino` at the given precision
+  (``auto``: the plugin's default, bf16 on this CPU) and run through the same engine.
 - ``int8``: what ``fcnseg quantize`` makes and the Predictor runs: the network exported to OpenVINO, quantized by
   :func:`fcnseg.inference.quantize.quantize_openvino` on calibration images, run through the same engine.
 """
@@ -28,12 +31,12 @@ from fcnseg.inference.engine import segment_logits
 from fcnseg.inference.export import export_model
 from fcnseg.inference.optimize import prepare_for_inference
 from fcnseg.inference.quantize import quantize_openvino
-from fcnseg.inference.runtimes import load_openvino
+from fcnseg.inference.runtimes import RuntimeModel, load_openvino
 from fcnseg.models import FCN, create_model
 
 __all__ = ["PATHS", "build_network", "inference_path", "network_label", "smooth_images"]
 
-PATHS = ("baseline", "eager", "fast", "int8")
+PATHS = ("baseline", "eager", "fast", "ov", "int8")
 
 
 def build_network(name: str, layout: str | None, *, num_classes: int, seed: int = 0) -> FCN:
@@ -80,7 +83,7 @@ def inference_path(
         path: ``baseline`` or ``eager`` (``model`` as it is, fp32 NCHW, ``no_grad``) or ``fast`` (a copy of
             ``model`` prepared as the Predictor prepares it, run by the inference engine at ``precision``).
         model: the network (for ``baseline``, a :class:`~fcnseg.bench.baseline.BaselineFCN8s`).
-        precision: for ``fast``: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
+        precision: for ``fast`` and ``ov``: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
         device: where to run.
         calibration: for ``int8``: ``(M, 3, H, W)`` normalised images to calibrate on.
 
@@ -96,11 +99,11 @@ def inference_path(
                 return plain(x.to(device))
 
         return run_plain, plain
-    if path == "int8":
-        if calibration is None:
+    if path in ("ov", "int8"):
+        if path == "int8" and calibration is None:
             raise ValueError("the int8 path needs calibration images")
-        int8 = _int8_model(model, calibration)
-        return lambda x: segment_logits(int8, x.cpu().contiguous()), int8
+        runtime = _openvino_model(model, calibration if path == "int8" else None, precision)
+        return lambda x: segment_logits(runtime, x.cpu().contiguous()), runtime
     if path != "fast":
         raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
     fast = prepare_for_inference(copy.deepcopy(model), device, precision)
@@ -113,15 +116,17 @@ def inference_path(
     return run_fast, fast
 
 
-def _int8_model(model: nn.Module, calibration: Tensor) -> nn.Module:
-    """``model`` exported to OpenVINO and quantized to int8 on ``calibration`` (normalised images)."""
+def _openvino_model(model: nn.Module, calibration: Tensor | None, precision: str) -> RuntimeModel:
+    """``model`` exported to OpenVINO, quantized to int8 on ``calibration`` (normalised images) when given."""
     import openvino as ov
 
     with tempfile.TemporaryDirectory(prefix="fcnseg-bench-") as folder:
         path = Path(folder) / "model.xml"
         with torch.inference_mode():
-            k = model.cpu().eval()(calibration[:1]).shape[1]
+            k = model.cpu().eval()(torch.zeros(1, 3, 64, 64)).shape[1]
         classes = {"names": [str(i) for i in range(k)], "colors": [[0, 0, 0]] * k}
         export_model(model, path, "openvino", classes=classes, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        if calibration is None:
+            return load_openvino(path, precision=precision)
         samples = [image[None].numpy() for image in calibration]
         return load_openvino(quantize_openvino(ov.Core().read_model(str(path)), samples))

@@ -31,6 +31,7 @@ from fcnseg.bench.peers import PEERS
 from fcnseg.bench.training import baseline_step, fast_step, random_batch
 from fcnseg.core.device import autocast_dtype
 from fcnseg.inference.optimize import packed_bytes
+from fcnseg.inference.runtimes import RuntimeModel
 
 __all__ = ["BenchSettings", "inference_rows", "machine_info", "run_benchmark", "training_rows"]
 
@@ -48,7 +49,7 @@ class BenchSettings:
     sizes: tuple[tuple[int, int], ...] = ((500, 500),)
     precisions: tuple[str, ...] = ("fp32", "bf16")
     batches: tuple[int, ...] = (1, 2)
-    paths: tuple[str, ...] = ("baseline", "fast", "int8")  # add "eager" for fcnseg's own fp32 eager rows
+    paths: tuple[str, ...] = ("baseline", "fast", "ov", "int8")  # add "eager" for fcnseg's own fp32 eager rows
     peers: tuple[str, ...] = PEERS  # other runtimes on the same network (skipped when not installed)
     calibration_images: int = 8  # images the int8 path and the openvino-int8 peer are calibrated on
     warmup: int = 1
@@ -154,7 +155,7 @@ def _runs(settings: BenchSettings, paths: tuple[str, ...], is_baseline: bool) ->
         (path, precision)
         for path in paths
         if path != "baseline" or is_baseline
-        for precision in (settings.precisions if path == "fast" else ("int8",) if path == "int8" else ("fp32",))
+        for precision in (settings.precisions if path in ("fast", "ov") else ("int8",) if path == "int8" else ("fp32",))
     ]
 
 
@@ -164,18 +165,24 @@ def _paths(
     """Every path to time on one network: fcnseg's (and the baseline) and the peers', each with its run."""
     found = []
     for path, precision in _runs(settings, settings.paths, is_baseline):
-        if path == "int8" and peers.missing_packages("openvino-int8"):
-            logger.warning("path int8 skipped: needs %s", " and ".join(peers.missing_packages("openvino-int8")))
+        missing = peers.missing_packages({"int8": "openvino-int8", "ov": "openvino"}.get(path, "onnxruntime"))
+        if path in ("int8", "ov") and missing:
+            logger.warning("path %s skipped: needs %s", path, " and ".join(missing))
             continue
         target = reference_model if path == "baseline" else model
         run, module = inference_path(path, target, precision=precision, device=settings.device, calibration=calibration)
-        computes_in = "int8" if path == "int8" else None
+        computes_in = module.computes_in if path in ("int8", "ov") else None
         found.append({"path": path, "precision": precision, "run": run, "module": module, "computes_in": computes_in})
     if settings.peers and torch.device(settings.device).type == "cpu":
         runs, _ = peers.peer_runs(copy.deepcopy(model), settings.peers, calibration=calibration)
         for peer, computes_in, run in runs:
             found.append({"path": peer, "precision": "auto", "run": run, "module": None, "computes_in": computes_in})
     return found
+
+
+def _counts_memory(module: nn.Module | None) -> bool:
+    """Whether the peak memory of a path can be counted: PyTorch's allocations are seen, a runtime's are not."""
+    return module is not None and not isinstance(module, RuntimeModel)
 
 
 def _network_rows(
@@ -200,7 +207,9 @@ def _network_rows(
         for batch in settings.batches:
             logger.info("%s: %d paths, b%d %dx%d", network_label(name, layout), len(found), batch, h, w)
             runs = [p["run"] for p in found]
-            measured = _measure_interleaved(runs, images[:batch], settings, [p["module"] is not None for p in found])
+            measured = _measure_interleaved(
+                runs, images[:batch], settings, [_counts_memory(p["module"]) for p in found]
+            )
             for p, (out, timing) in zip(found, measured, strict=True):
                 same, diff = agreement(out[:1], reference)
                 fields = {"network": network_label(name, layout), "model": name, "layout": layout, "path": p["path"]}

@@ -68,7 +68,11 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16", "fp16", "auto"), default=["fp32", "bf16"])
     p.add_argument("--batches", nargs="+", type=int, metavar="N", help="batch sizes (default 1 2)")
     p.add_argument(
-        "--paths", nargs="+", choices=PATHS, default=["baseline", "fast", "int8"], help="(default baseline fast int8)"
+        "--paths",
+        nargs="+",
+        choices=PATHS,
+        default=["baseline", "fast", "ov", "int8"],
+        help="(default baseline fast ov int8; ov and int8 need openvino, int8 also nncf)",
     )
     p.add_argument(
         "--peers",
@@ -92,6 +96,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     p.add_argument("--data-root", type=Path, metavar="DIR", help="dataset folder for --checkpoint")
     p.add_argument("--dataset", choices=list(DATASETS), default="camvid", help="dataset of --data-root (camvid)")
     p.add_argument("--split", default="test", help="split for --checkpoint (default test)")
+    p.add_argument(
+        "--int8", type=Path, metavar="MODEL", help="int8 model of --checkpoint (`fcnseg quantize`) to compare"
+    )
     p.add_argument("--limit", type=int, metavar="N", help="images for --checkpoint (default all; 5 with --quick)")
     p.set_defaults(run=run)
     return p
@@ -191,13 +198,18 @@ def _machine_line(m: dict[str, Any]) -> str:
     return f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}; matmul peak GFLOP/s: {peaks}"
 
 
-def _checkpoint_line(c: dict[str, Any]) -> str:
-    return (
-        f"{c['model']} on {c['images']} {c['dataset']} {c['split']} images: fast path ({c['precision']}) vs fp32 "
-        f"argmax agreement {100 * c['argmax_agreement']:.3f}% (worst image {100 * c['min_image_agreement']:.3f}%), "
-        f"max |logit difference| {c['max_logit_diff']:.3g}; {1000 * c['eager_s_per_image']:.0f} -> "
-        f"{1000 * c['fast_s_per_image']:.0f} ms per image"
-    )
+def _checkpoint_lines(c: dict[str, Any]) -> str:
+    eager_ms = 1000 * c["eager_s_per_image"]
+    lines = [
+        f"{c['model']} on {c['images']} {c['dataset']} {c['split']} images vs fp32 eager ({eager_ms:.0f} ms/image):"
+    ]
+    for p in c["paths"]:
+        lines.append(
+            f"  {p['path']:<8} {p['backend']} {p['computes_in']}: {100 * p['argmax_agreement']:.3f}% (worst image "
+            f"{100 * p['min_image_agreement']:.3f}%), max |logit difference| {p['max_logit_diff']:.3g}, "
+            f"{1000 * p['s_per_image']:.0f} ms per image"
+        )
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -230,10 +242,16 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         limit = _pick(args, "limit", None)
         result["checkpoint"] = checkpoint_agreement(
-            args.checkpoint, args.data_root, dataset=args.dataset, split=args.split, limit=limit, device=settings.device
+            args.checkpoint,
+            args.data_root,
+            dataset=args.dataset,
+            split=args.split,
+            limit=limit,
+            device=settings.device,
+            int8=args.int8,
         )
         save()
-        print("\n" + _checkpoint_line(result["checkpoint"]))
+        print("\n" + _checkpoint_lines(result["checkpoint"]))
     m = result["machine"]  # other work on the machine slows every figure down
     print(f"\nload average {m['load_average_start']:.1f} at the start, {m['load_average_end']:.1f} at the end")
     if args.json is not None:

@@ -118,7 +118,8 @@ def test_quantize_cli_int8_model_predicts_tiled(tmp_path: Path, monkeypatch, cap
     assert agreement(masks, torch_masks(model, images, tile_size=(64, 64))) >= 0.9  # int8 of random weights
     assert agreement(masks, [predictor.predict(im) for im in images]) == 1.0
     data = labelled_folder(tmp_path / "data", images, masks)  # int8's own masks as the ground truth
-    assert eval_pixel_acc(out, data, tmp_path / "int8.json") == 1.0  # eval scores what predict produces
+    report = eval_report(out, data, tmp_path / "int8.json")
+    assert report["pixel_acc"] == 1.0 and report["backend"] == "openvino int8"  # eval scores what predict produces
 
 
 def labelled_folder(root: Path, images: list[np.ndarray], masks: list[np.ndarray]) -> Path:
@@ -131,11 +132,11 @@ def labelled_folder(root: Path, images: list[np.ndarray], masks: list[np.ndarray
     return root
 
 
-def eval_pixel_acc(model: Path, data: Path, report: Path, *extra: str) -> float:
-    """``fcnseg eval MODEL`` (fp32) on the folder dataset ``data``; returns the pixel accuracy it reports."""
+def eval_report(model: Path, data: Path, report: Path, *extra: str) -> dict:
+    """``fcnseg eval MODEL`` (fp32) on the folder dataset ``data``; returns the JSON report it writes."""
     argv = ["eval", str(model), "--dataset", "folder", "--data-root", str(data), "--split", "all", "--workers", "0"]
     assert main([*argv, "--precision", "fp32", "--no-progress", "--json", str(report), *extra]) == 0
-    return json.loads(report.read_text())["pixel_acc"]
+    return json.loads(report.read_text())
 
 
 @pytest.mark.slow
@@ -146,6 +147,7 @@ def test_eval_scores_an_exported_model_as_predict_runs_it(tmp_path: Path) -> Non
     data = labelled_folder(tmp_path / "data", images, torch_masks(model, images))  # fp32 PyTorch as ground truth
     xml = tmp_path / "model.xml"
     assert main(["export", str(tmp_path / "ckpt.pt"), "--format", "openvino", "--out", str(xml)]) == 0
-    assert eval_pixel_acc(tmp_path / "ckpt.pt", data, tmp_path / "torch.json") == 1.0
-    assert eval_pixel_acc(xml, data, tmp_path / "xml.json") >= 0.999  # fp32 in OpenVINO: ties may break differently
+    assert eval_report(tmp_path / "ckpt.pt", data, tmp_path / "torch.json")["pixel_acc"] == 1.0
+    report = eval_report(xml, data, tmp_path / "xml.json")
+    assert report["pixel_acc"] >= 0.999 and report["backend"] == "openvino fp32"  # ties may break differently
     assert main(["eval", str(xml), "--dataset", "folder", "--data-root", str(data), "--backend", "torch"]) == 2

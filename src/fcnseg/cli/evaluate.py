@@ -126,9 +126,10 @@ def _dataset_num_classes(dataset: object) -> int | None:
     return len(classes.names) if hasattr(classes, "names") else len(classes)
 
 
-def _runtime_model(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict, dict]:
-    """The model ``fcnseg predict`` would run for ``args.checkpoint`` and ``args.backend``, its classes and the
-    normalisation it expects (identity for an exported graph, which normalises ``[0, 1]`` RGB itself)."""
+def _runtime_model(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict, dict, str]:
+    """The model ``fcnseg predict`` would run for ``args.checkpoint`` and ``args.backend``, its classes, the
+    normalisation it expects (identity for an exported graph, which normalises ``[0, 1]`` RGB itself) and a label
+    such as ``"openvino int8"``."""
     from fcnseg.inference.predictor import Predictor
 
     try:
@@ -138,8 +139,9 @@ def _runtime_model(args: argparse.Namespace, device: torch.device) -> tuple[nn.M
     info = predictor.classes
     classes = {"names": list(info.names), "colors": [list(map(int, c)) for c in info.colors]}
     norm = {"mean": predictor.mean.view(-1).tolist(), "std": predictor.std.view(-1).tolist()}
-    logger.info("scoring through %s (%s)", predictor.backend, predictor.computes_in)
-    return predictor.model, classes, norm
+    label = f"{predictor.backend} {predictor.computes_in}"
+    logger.info("scoring through %s", label)
+    return predictor.model, classes, norm, label
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,8 +173,9 @@ def _evaluate(args: argparse.Namespace, mode: str, world: World) -> int:
     if args.backend in (None, "torch") and args.checkpoint.suffix.lower() not in EXPORTED_SUFFIXES:
         ckpt = load_checkpoint(args.checkpoint)
         model, classes, norm = model_from_checkpoint(ckpt), ckpt["classes"], ckpt["normalization"]
+        backend = "torch"
     else:
-        model, classes, norm = _runtime_model(args, device)
+        model, classes, norm, backend = _runtime_model(args, device)
     num_classes = len(classes["names"])
 
     transforms = eval_transforms(norm["mean"], norm["std"])
@@ -220,7 +223,7 @@ def _evaluate(args: argparse.Namespace, mode: str, world: World) -> int:
     print(format_table(result.metrics))
     rate = result.num_images / max(result.seconds, 1e-9)
     print(f"{result.num_images} images in {result.seconds:.1f} s ({rate:.2f} img/s)")
-    extra = {"checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": args.split}
+    extra = {"checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": args.split, "backend": backend}
     written = write_report(result, classes, args.out, json_path=args.json, extra=extra)
     for kind, path in written.items():
         print(f"wrote {kind}: {path}")

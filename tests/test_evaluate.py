@@ -263,7 +263,9 @@ def fake_checkpoint(tmp_path, monkeypatch):
     """A checkpoint file, with ``load_checkpoint`` and ``model_from_checkpoint`` replaced to rebuild the stub model."""
     import fcnseg.core.checkpoint
     import fcnseg.models
+    from fcnseg.cli.main import build_parser
 
+    build_parser()  # imports every subcommand's modules now, so that none binds the stubs below for the session
     path = tmp_path / "model.pt"
     torch.save({"format": "fcnseg-checkpoint"}, path)
     ckpt = {
@@ -283,6 +285,7 @@ def test_cli_eval_prints_table_and_writes_report(folder_split, fake_checkpoint, 
 
     out = tmp_path / "report"
     argv = ["eval", str(fake_checkpoint), "--dataset", "folder", "--data-root", str(folder_split), "--split", "all"]
+    argv += ["--backend", "torch"]  # the stub checkpoint has no real model to convert to OpenVINO
     rc = main([*argv, "--out", str(out), "--device", "cpu", "--workers", "0", "--precision", "fp32"])
     assert rc == 0
     # pairs (gt, pred): (0,0) (1,1) (2,2) (1,0) (void) (1,1) -> [[1, 0, 0], [1, 2, 0], [0, 0, 1]]
@@ -304,6 +307,7 @@ def test_cli_eval_user_errors(folder_split, fake_checkpoint, tmp_path, capsys):
     from fcnseg.cli.main import main
 
     base = ["--dataset", "folder", "--data-root", str(folder_split), "--split", "all", "--device", "cpu"]
+    base += ["--backend", "torch"]  # the stub checkpoint has no real model to convert to OpenVINO
     assert main(["eval", str(tmp_path / "missing.pt"), *base]) == 2
     assert "missing.pt not found" in capsys.readouterr().err
 

@@ -1,8 +1,8 @@
 """``fcnseg eval CHECKPOINT --dataset NAME --data-root DIR --split SPLIT``: score a checkpoint on a dataset split.
 
 CHECKPOINT may also be a model written by ``fcnseg export`` (``.onnx``, OpenVINO ``.xml``) or ``fcnseg quantize``
-(int8 ``.xml``): it is scored through the same runtime and engine as ``fcnseg predict`` runs it. ``--backend``
-scores a checkpoint through another runtime (``auto``: the one ``fcnseg predict`` picks by default).
+(int8 ``.xml``): it is scored through the same runtime and engine as ``fcnseg predict`` runs it. ``--backend`` has
+the default of ``fcnseg predict``'s (``auto``: OpenVINO when installed and on CPU), so eval scores predict's masks.
 
 Prints per-class IoU/accuracy and the paper's four metrics (pixel accuracy, mean accuracy, mean IoU, frequency
 weighted IoU) and, with ``--out``/``--json``, writes them as JSON with a confusion-matrix and a samples PNG.
@@ -43,8 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     p.add_argument(
         "--backend",
         choices=("auto", *BACKENDS),
-        help="runtime to score through (default: torch for a checkpoint, auto for an exported model; "
-        "auto = what `fcnseg predict` uses by default)",
+        default="auto",
+        help="runtime to score through, as `fcnseg predict --backend` (default auto: openvino when installed and "
+        "on CPU, else torch)",
     )
     p.add_argument(
         "--weights-sha256", metavar="HEX", help="SHA-256 the checkpoint must have, checked before reading it"
@@ -138,7 +139,7 @@ def _runtime_model(args: argparse.Namespace, device: torch.device) -> tuple[nn.M
         raise UserError(str(err)) from err
     info = predictor.classes
     classes = {"names": list(info.names), "colors": [list(map(int, c)) for c in info.colors]}
-    norm = {"mean": predictor.mean.view(-1).tolist(), "std": predictor.std.view(-1).tolist()}
+    norm = {"mean": list(predictor.mean), "std": list(predictor.std)}
     label = f"{predictor.backend} {predictor.computes_in}"
     logger.info("scoring through %s", label)
     return predictor.model, classes, norm, label
@@ -170,7 +171,7 @@ def _evaluate(args: argparse.Namespace, mode: str, world: World) -> int:
     from fcnseg.models import model_from_checkpoint
 
     device = world.device
-    if args.backend in (None, "torch") and args.checkpoint.suffix.lower() not in EXPORTED_SUFFIXES:
+    if args.backend == "torch" and args.checkpoint.suffix.lower() not in EXPORTED_SUFFIXES:
         ckpt = load_checkpoint(args.checkpoint)
         model, classes, norm = model_from_checkpoint(ckpt), ckpt["classes"], ckpt["normalization"]
         backend = "torch"

@@ -13,6 +13,7 @@ from test_inference_predictor import COLORS, MEAN, NAMES, STD, make_model, smoot
 
 from fcnseg.cli.main import main
 from fcnseg.inference import Predictor
+from fcnseg.inference import export as export_module
 from fcnseg.inference.export import NormalizedModel, export_model
 
 pytestmark = pytest.mark.export
@@ -89,6 +90,11 @@ def test_checkpoint_auto_backend_converts_once_and_caches(tmp_path: Path, monkey
     again = Predictor.from_checkpoint(tmp_path / "ckpt.pt", backend="auto", precision="fp32")
     assert sorted(p.name for p in (tmp_path / "cache" / "openvino").iterdir()) == cached
     assert agreement(again.predict_batch(images), torch_masks(model, images)) >= 0.999
+    # Other model code (an upgrade that changes the graph) converts again instead of reusing the old conversion.
+    real = export_module._network_code()
+    monkeypatch.setattr(export_module, "_network_code", lambda: real + b"# changed")
+    _, was_cached = export_module.cached_openvino(tmp_path / "ckpt.pt")
+    assert not was_cached and len(list((tmp_path / "cache" / "openvino").iterdir())) == 4
 
 
 @pytest.mark.slow

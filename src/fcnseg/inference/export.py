@@ -267,9 +267,18 @@ def cache_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fcnseg"
 
 
+def _network_code() -> bytes:
+    """The source of the modules that define the exported graph: a conversion made by other code is not reused."""
+    folders = (Path(model_from_checkpoint.__code__.co_filename).parent, Path(__file__).parent)
+    return b"".join(p.read_bytes() for folder in folders for p in sorted(folder.glob("*.py")))
+
+
 def cached_openvino(checkpoint: str | os.PathLike) -> tuple[Path, bool]:
-    """The OpenVINO IR of a checkpoint, converted (and checked) once and cached by the checkpoint's path, size and
-    modification time (hashing a 500 MB checkpoint would cost a second at every start).
+    """The OpenVINO IR of a checkpoint, converted (and checked) once and cached.
+
+    The cache key is the checkpoint's path, size and modification time (hashing a 500 MB checkpoint would cost a
+    second at every start) and the source of fcnseg's models and inference modules, so that a checkpoint converted
+    by another version of the code, whose graph may differ, is converted again.
 
     Returns:
         The ``.xml`` path and whether it was already cached (``False``: it was converted now, which takes seconds).
@@ -278,6 +287,7 @@ def cached_openvino(checkpoint: str | os.PathLike) -> tuple[Path, bool]:
 
     stat = Path(checkpoint).stat()
     digest = hashlib.sha256(f"{Path(checkpoint).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    digest.update(_network_code())
     path = cache_folder() / "openvino" / f"{digest.hexdigest()[:32]}.xml"
     if path.is_file() and path.with_suffix(".bin").is_file():
         return path, True

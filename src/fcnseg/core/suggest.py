@@ -16,8 +16,8 @@ def did_you_mean(value: str, valid: Iterable[str], limit: int = 4) -> str:
     scored = []
     for name in map(str, valid):
         matcher = difflib.SequenceMatcher(None, value, name)
-        if matcher.real_quick_ratio() >= 0.5 and matcher.quick_ratio() >= 0.5 and matcher.ratio() >= 0.5:
-            scored.append((matcher.ratio(), name))
+        if matcher.real_quick_ratio() >= 0.5 and matcher.quick_ratio() >= 0.5 and (ratio := matcher.ratio()) >= 0.5:
+            scored.append((ratio, name))
     if not scored:
         return ""
     best = max(score for score, _ in scored)

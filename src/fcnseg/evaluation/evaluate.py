@@ -290,9 +290,8 @@ def _accumulate(
     with bar:
         for images, masks in loader:
             for x, y in _groups(images, masks):
-                x = x.to(device, non_blocking=True).float()  # (N, 3, H, W)
                 y = y.to(device, non_blocking=True)  # (N, H, W)
-                logits = infer(x)  # (N, K, H, W)
+                logits = infer(x)  # (N, 3, H, W) -> (N, K, H, W), moved to the predictor's device by it
                 if logits.shape[1] != cm.num_classes:
                     raise ValueError(f"model predicts {logits.shape[1]} classes but the dataset has {cm.num_classes}")
                 pred = logits.argmax(1)  # (N, H, W)

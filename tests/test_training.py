@@ -241,6 +241,9 @@ def test_paper_preset_divides_the_learning_rate_by_100_per_stage_like_the_refere
     assert [s.lr for s in stages] == pytest.approx([1e-10, 1e-12, 1e-14], rel=1e-9)
     modern = stage_configs(TrainConfig(model="fcn16s_resnet18", data_root="d", staged=True, lr=0.01).resolved())
     assert [s.lr for s in modern] == [0.01, 0.01]
+    # SqueezeNet's features end at stride 16, so its stages start at FCN-16s; FCN-4s adds one stage after FCN-8s.
+    squeeze = stage_configs(TrainConfig(model="fcn4s_squeezenet1_1", data_root="d", staged=True).resolved())
+    assert [s.model for s in squeeze] == ["fcn16s_squeezenet1_1", "fcn8s_squeezenet1_1", "fcn4s_squeezenet1_1"]
 
 
 def test_input_scale_reproduces_caffe_steps_on_the_image_convolution() -> None:

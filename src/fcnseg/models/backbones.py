@@ -1,4 +1,4 @@
-"""Backbones: torchvision classifiers cut into stages that end at strides 8, 16 and 32.
+"""Backbones: torchvision classifiers cut into stages that end at strides 8, 16 and 32 (and 4, for FCN-4s).
 
 A backbone returns one feature map per stage, finest first, and describes each with a ``FeatureInfo``
 (stride, channels, and the coordinate map that the head uses to derive its crops), in the manner of timm's
@@ -9,6 +9,9 @@ Which feature is tapped at each stride:
   at stride 32, as in the authors' ``net.py``.
 - ResNet, MobileNet, SqueezeNet: the last layer computed at each stride (``layer2/3/4`` for ResNet), as torchvision's
   segmentation models do. SqueezeNet's features end at stride 16, so its coarsest head is FCN-16s.
+
+A stride-4 stage (VGG's pool2, ResNet's layer1, the last stride-4 layer of the others) is cut only when a head fuses
+it (FCN-4s), so that the other heads keep their stages, and their checkpoints their keys.
 """
 
 from __future__ import annotations
@@ -102,14 +105,15 @@ def _last_at_stride(layers: list[tuple[str, nn.Module]], strides: tuple[int, ...
 CAFFE_CONV1_PADDING = 100
 
 
-def vgg_backbone(classifier: nn.Module, *, layout: str = "default") -> Backbone:
-    """Stages of a torchvision VGG (with or without BN): to pool3, to pool4, to fc7.
+def vgg_backbone(classifier: nn.Module, strides: tuple[int, ...] = (8, 16, 32), *, layout: str = "default") -> Backbone:
+    """Stages of a torchvision VGG (with or without BN): to pool3, to pool4, to fc7 (and first to pool2 with stride 4).
 
     Layers are named as in the authors' Caffe net (``conv1_1``, ``relu1_1``, ``pool1``, ..., ``fc6``, ``drop7``),
     so Caffe weights map by name.
 
     Args:
         classifier: a torchvision ``VGG`` (its weights are shared, not copied).
+        strides: the strides of the stages, ``(8, 16, 32)`` or ``(4, 8, 16, 32)``.
         layout: ``"caffe"``, the authors' net exactly (conv1_1 padded by 100, fc6 unpadded); or ``"default"``, the
             same weights with 'same' padding everywhere (fc6 padded by 3), which spends no work on the padding.
     """
@@ -144,12 +148,13 @@ def vgg_backbone(classifier: nn.Module, *, layout: str = "default") -> Backbone:
         ("drop7", head[5]),
     ]
     names = [n for n, _ in named]
-    stages = _split(named, [names.index("pool3"), names.index("pool4")])
+    pools = {4: "pool2", 8: "pool3", 16: "pool4"}
+    stages = _split(named, [names.index(pools[s]) for s in _checked(strides, (8, 16, 32), (4, 8, 16, 32))[:-1]])
     stages.append(nn.Sequential(OrderedDict(named[names.index("pool4") + 1 :] + fc)))
-    return Backbone(list(zip((8, 16, 32), stages, strict=True)))
+    return Backbone(list(zip(strides, stages, strict=True)))
 
 
-def alexnet_backbone(classifier: nn.Module) -> Backbone:
+def alexnet_backbone(classifier: nn.Module, strides: tuple[int, ...] = (8, 16, 32)) -> Backbone:
     """Stages of torchvision's AlexNet: to pool1 (stride 8), to pool2 (16), to fc7 (32).
 
     Unlike torchvision's (padding 2), conv1 (11x11, stride 4) is padded by 5 so that its output covers the whole
@@ -174,20 +179,30 @@ def alexnet_backbone(classifier: nn.Module) -> Backbone:
     ]
     stages = _split(named, [2, 5])
     stages.append(nn.Sequential(OrderedDict(named[6:] + fc)))
-    return Backbone(list(zip((8, 16, 32), stages, strict=True)))
+    return Backbone(list(zip(_checked(strides, (8, 16, 32)), stages, strict=True)))
 
 
-def resnet_backbone(classifier: nn.Module) -> Backbone:
-    """Stages of a torchvision ResNet: stem to layer2 (stride 8), layer3 (16), layer4 (32)."""
+def resnet_backbone(classifier: nn.Module, strides: tuple[int, ...] = (8, 16, 32)) -> Backbone:
+    """Stages of a torchvision ResNet: stem to layer2 (stride 8), layer3 (16), layer4 (32).
+
+    With stride 4 first: stem to layer1 (4), then layer2 alone (8).
+    """
     c = classifier
-    stem = [("conv1", c.conv1), ("bn1", c.bn1), ("relu", c.relu), ("maxpool", c.maxpool)]
-    return Backbone(
-        [
-            (8, nn.Sequential(OrderedDict([*stem, ("layer1", c.layer1), ("layer2", c.layer2)]))),
-            (16, nn.Sequential(OrderedDict([("layer3", c.layer3)]))),
-            (32, nn.Sequential(OrderedDict([("layer4", c.layer4)]))),
-        ]
+    stem = [("conv1", c.conv1), ("bn1", c.bn1), ("relu", c.relu), ("maxpool", c.maxpool), ("layer1", c.layer1)]
+    first = (
+        [stem, [("layer2", c.layer2)]]
+        if 4 in _checked(strides, (8, 16, 32), (4, 8, 16, 32))
+        else [[*stem, ("layer2", c.layer2)]]
     )
+    layers = [*first, [("layer3", c.layer3)], [("layer4", c.layer4)]]
+    return Backbone([(s, nn.Sequential(OrderedDict(stage))) for s, stage in zip(strides, layers, strict=True)])
+
+
+def _checked(strides: tuple[int, ...], *allowed: tuple[int, ...]) -> tuple[int, ...]:
+    """``strides`` if it is one of the ``allowed`` stage layouts of a backbone."""
+    if tuple(strides) not in allowed:
+        raise ValueError(f"stages at strides {tuple(strides)} are not supported; use one of {list(allowed)}")
+    return tuple(strides)
 
 
 def features_backbone(classifier: nn.Module, strides: tuple[int, ...]) -> Backbone:
@@ -208,28 +223,24 @@ def features_backbone(classifier: nn.Module, strides: tuple[int, ...]) -> Backbo
 class BackboneSpec:
     """How to build one backbone from its torchvision classifier."""
 
-    build: Callable[..., Backbone]
-    strides: tuple[int, ...]  # strides of the features it returns
+    build: Callable[..., Backbone]  # build(classifier, strides, **options)
+    strides: tuple[int, ...]  # strides it can cut at (4 only for FCN-4s, see the module docstring)
     final_layer: str  # the 1000-way classification layer, which an FCN does not use
     options: tuple[str, ...] = ()  # keyword options that ``build`` accepts
 
 
-def _features(strides: tuple[int, ...]) -> Callable[[nn.Module], Backbone]:
-    return lambda classifier: features_backbone(classifier, strides)
-
-
 BACKBONES: dict[str, BackboneSpec] = {
     **{
-        name: BackboneSpec(vgg_backbone, (8, 16, 32), "classifier.6", ("layout",))
+        name: BackboneSpec(vgg_backbone, (4, 8, 16, 32), "classifier.6", ("layout",))
         for name in ("vgg11", "vgg13", "vgg16", "vgg19", "vgg16_bn")
     },
     "alexnet": BackboneSpec(alexnet_backbone, (8, 16, 32), "classifier.6"),
     **{
-        name: BackboneSpec(resnet_backbone, (8, 16, 32), "fc")
+        name: BackboneSpec(resnet_backbone, (4, 8, 16, 32), "fc")
         for name in ("resnet18", "resnet34", "resnet50", "resnet101")
     },
-    "squeezenet1_0": BackboneSpec(_features((8, 16)), (8, 16), "classifier.1"),
-    "squeezenet1_1": BackboneSpec(_features((8, 16)), (8, 16), "classifier.1"),
-    "mobilenet_v2": BackboneSpec(_features((8, 16, 32)), (8, 16, 32), "classifier.1"),
-    "mobilenet_v3_large": BackboneSpec(_features((8, 16, 32)), (8, 16, 32), "classifier.3"),
+    "squeezenet1_0": BackboneSpec(features_backbone, (4, 8, 16), "classifier.1"),
+    "squeezenet1_1": BackboneSpec(features_backbone, (4, 8, 16), "classifier.1"),
+    "mobilenet_v2": BackboneSpec(features_backbone, (4, 8, 16, 32), "classifier.1"),
+    "mobilenet_v3_large": BackboneSpec(features_backbone, (4, 8, 16, 32), "classifier.3"),
 }

@@ -1,9 +1,10 @@
 """The FCN head: score layers at the chosen strides, fused coarse to fine, upsampled to the input.
 
 FCN-32s scores the stride-32 feature and upsamples by 32; FCN-16s adds a 1x1 score of the stride-16 feature to the
-2x-upsampled coarse score; FCN-8s adds stride 8 the same way (Long et al., Sec. 4.2). One module covers all three:
-the finest stride to fuse is a parameter. Crops, and the upsampling kernels (2f, or 2f - 1 on grids whose cells sit
-on a pixel), are derived from the backbone's coordinate maps so that every path is centred on the pixel it scores.
+2x-upsampled coarse score; FCN-8s adds stride 8 the same way (Long et al., Sec. 4.2), and FCN-4s stride 4. One module
+covers them all: the finest stride to fuse is a parameter. Crops, and the upsampling kernels (2f, or 2f - 1 on grids
+whose cells sit on a pixel), are derived from the backbone's coordinate maps so that every path is centred on the
+pixel it scores.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class FCNHead(nn.Module):
     Args:
         features: the backbone's ``feature_info``, finest first.
         num_classes: K.
-        finest_stride: 32 for FCN-32s, 16 for FCN-16s, 8 for FCN-8s.
+        finest_stride: 32 for FCN-32s, 16 for FCN-16s, 8 for FCN-8s, 4 for FCN-4s.
         learnable_upsampling: let the transposed convolutions learn (fixed bilinear by default, as the reference).
         at_once: scale the skip inputs as the authors' at-once FCN-8s did.
     """

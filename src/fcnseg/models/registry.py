@@ -1,4 +1,8 @@
-"""``create_model`` and ``list_models``: FCN-32s/16s/8s heads on every supported backbone."""
+"""``create_model`` and ``list_models``: FCN-32s/16s/8s heads on every supported backbone, and FCN-4s.
+
+FCN-4s is the paper's skip recipe taken one step further: the stride-4 feature is scored and fused as pool3 is in
+FCN-8s, for the thin structures (poles, fences) that a stride-8 score map blurs (Long et al., Sec. 6 discussion).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,12 @@ from torchvision.models import WeightsEnum
 
 from fcnseg.core.suggest import did_you_mean
 
-from .backbones import BACKBONES
+from .backbones import BACKBONES, BackboneSpec
 from .fcn import FCN
 from .head import FCNHead
 from .weights import load_classifier_weights, read_state_dict, resolve_weights
 
-HEADS = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}  # name -> finest stride fused
+HEADS = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8, "fcn4s": 4}  # name -> finest stride fused
 HEAD_OPTIONS = ("at_once", "learnable_upsampling")  # options of FCNHead, accepted by every model
 
 
@@ -32,6 +36,11 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
 
 
+def stage_strides(spec: BackboneSpec, finest: int) -> tuple[int, ...]:
+    """The backbone stages a head fusing down to ``finest`` is built on: stride 4 only when it is fused."""
+    return tuple(s for s in spec.strides if s >= min(finest, 8))
+
+
 def create_model(
     name: str,
     *,
@@ -42,7 +51,7 @@ def create_model(
     """Build an FCN by name.
 
     Args:
-        name: ``{fcn32s,fcn16s,fcn8s}_{backbone}``, see ``list_models()``.
+        name: ``{fcn32s,fcn16s,fcn8s,fcn4s}_{backbone}``, see ``list_models()``.
         num_classes: number of classes K (without void).
         backbone_weights: ImageNet weights for the backbone: a torchvision weights enum or its name (``"DEFAULT"``,
             ``"IMAGENET1K_V1"``), downloaded as torchvision does, or the path of a local torchvision-format state dict.
@@ -68,7 +77,7 @@ def create_model(
     if backbone_weights is not None:
         source = resolve_weights(arch, backbone_weights)
         load_classifier_weights(classifier, read_state_dict(source), final_layer=spec.final_layer, source=str(source))
-    backbone = spec.build(classifier, **options)
+    backbone = spec.build(classifier, stage_strides(spec, HEADS[head_name]), **options)
     head = FCNHead(backbone.feature_info, num_classes, finest_stride=HEADS[head_name], **head_options)
     model = FCN(backbone, head)
     model.config = {"name": name, "num_classes": num_classes, "options": options | head_options}

@@ -33,7 +33,7 @@ from fcnseg.data import (
 )
 from fcnseg.evaluation import evaluate
 from fcnseg.evaluation.plots import plot_curves
-from fcnseg.models import HEADS, create_model, load_init_weights
+from fcnseg.models import HEADS, create_model, list_models, load_init_weights
 
 from .config import TrainConfig
 from .data import BadBatch, EpochBatches, SeededAugmentation, training_loader
@@ -499,7 +499,7 @@ def _brief(metrics: dict) -> dict:
 
 
 def stage_configs(config: TrainConfig) -> list[TrainConfig]:
-    """The runs of ``--staged``: FCN-32s, then each finer head down to ``config.model``'s, in ``OUT/<head>``.
+    """The runs of ``--staged``: the coarsest head, then each finer one down to ``config.model``'s, in ``OUT/<head>``.
 
     Stage ``i`` trains at ``lr * stage_lr_factor**i`` and starts from the previous stage's best checkpoint (the
     first from ``init_from``, if any, and the backbone weights). The modern preset keeps one rate for every stage
@@ -507,7 +507,10 @@ def stage_configs(config: TrainConfig) -> list[TrainConfig]:
     a lower one to help); the paper preset divides it by 100 per stage, as the reference solvers do.
     """
     head, _, arch = config.model.partition("_")
-    heads = [h for h, s in sorted(HEADS.items(), key=lambda kv: -kv[1]) if s >= HEADS[head]]
+    available = list_models(f"*_{arch}")  # SqueezeNet has no FCN-32s: its stages start at FCN-16s
+    heads = [
+        h for h, s in sorted(HEADS.items(), key=lambda kv: -kv[1]) if s >= HEADS[head] and f"{h}_{arch}" in available
+    ]
     stages, previous = [], config.init_from
     for i, stage in enumerate(heads):
         folder = Path(config.out) / stage

@@ -98,7 +98,8 @@ def test_dataloader_batches_images_of_different_sizes() -> None:
 
 def test_normalize_uint8_is_the_eval_transform_bit_for_bit() -> None:
     """Prediction's normalisation of a batch equals the evaluation transform's, and keeps a channels-last layout."""
-    from fcnseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transforms, normalize_uint8
+    from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize_uint8
+    from fcnseg.data.transforms import eval_transforms
 
     image = torch.randint(0, 256, (3, 37, 53), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     expected, _ = eval_transforms()(tv_tensors.Image(image), tv_tensors.Mask(torch.zeros(37, 53, dtype=torch.int64)))

@@ -24,7 +24,7 @@ from fcnseg.bench.measure import agreement
 from fcnseg.bench.networks import inference_path
 from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.data import build_dataset, eval_transforms
-from fcnseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from fcnseg.inference.predictor import Predictor
 from fcnseg.models import model_from_checkpoint
 

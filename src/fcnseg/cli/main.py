@@ -65,17 +65,32 @@ def _subcommand_options(parser: argparse.ArgumentParser, command: str | None) ->
     return list(parser._option_string_actions)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``fcnseg`` parser; with ``only``, just that subcommand's options are built (the others are bare names).
+
+    Each subcommand's module is imported to build its options, so ``only`` keeps ``fcnseg predict`` from loading
+    the training and evaluation code (and torchvision) at every start.
+    """
     parser = Parser(prog="fcnseg", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in SUBCOMMANDS.items():
-        importlib.import_module(f"fcnseg.cli.{module_name}").add_parser(sub, name)
+        if only is None or name == only:
+            importlib.import_module(f"fcnseg.cli.{module_name}").add_parser(sub, name)
+        else:
+            sub.add_parser(name)
     return parser
 
 
+def _subcommand(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` names, if its first argument after the global options is one."""
+    words = [a for a in argv if a not in ("-v", "--verbose")]
+    return words[0] if words and words[0] in SUBCOMMANDS else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_subcommand(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"

@@ -2,76 +2,50 @@
 
 Every dataset returns ``(image, mask)``: ``tv_tensors.Image`` uint8 ``(3, H, W)`` RGB and ``tv_tensors.Mask``
 int64 ``(H, W)`` with classes ``0..K-1`` and void = :data:`IGNORE_INDEX` (255), then applies its transforms.
+
+The names below load on first use (:mod:`fcnseg.core.lazy`): datasets and transforms import torchvision, which
+prediction does not need.
 """
 
-from fcnseg.data.checks import (
-    ClassCounts,
-    DataReport,
-    Problem,
-    SplitReport,
-    check_dataset,
-    median_frequency_weights,
-)
-from fcnseg.data.classes import (
-    ADE20K_CLASSES,
-    CAMVID_CLASSES,
-    CITYSCAPES_CLASSES,
-    IGNORE_INDEX,
-    VOC_CLASSES,
-    ClassInfo,
-    as_class_info,
-    bitget_colormap,
-    load_class_file,
-)
-from fcnseg.data.dataset import LabelDecoder, SegmentationDataset
-from fcnseg.data.errors import DataError
-from fcnseg.data.folder import folder_dataset
-from fcnseg.data.registry import DATASETS, build_dataset, dataset_splits, default_splits
-from fcnseg.data.scenes import ade20k_dataset, camvid_dataset, cityscapes_dataset
-from fcnseg.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    RandomScale,
-    eval_transforms,
-    pad_collate,
-    train_transforms,
-)
-from fcnseg.data.voc import sbd_dataset, seg11valid_ids, voc_dataset
+from fcnseg.core.lazy import lazy_attributes
 
-__all__ = [
-    "ADE20K_CLASSES",
-    "CAMVID_CLASSES",
-    "CITYSCAPES_CLASSES",
-    "DATASETS",
-    "IGNORE_INDEX",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "VOC_CLASSES",
-    "ClassCounts",
-    "ClassInfo",
-    "DataError",
-    "DataReport",
-    "LabelDecoder",
-    "Problem",
-    "RandomScale",
-    "SegmentationDataset",
-    "SplitReport",
-    "ade20k_dataset",
-    "as_class_info",
-    "bitget_colormap",
-    "build_dataset",
-    "camvid_dataset",
-    "check_dataset",
-    "cityscapes_dataset",
-    "dataset_splits",
-    "default_splits",
-    "eval_transforms",
-    "folder_dataset",
-    "load_class_file",
-    "median_frequency_weights",
-    "pad_collate",
-    "sbd_dataset",
-    "seg11valid_ids",
-    "train_transforms",
-    "voc_dataset",
-]
+_EXPORTS = {
+    "ClassCounts": "fcnseg.data.checks",
+    "DataReport": "fcnseg.data.checks",
+    "Problem": "fcnseg.data.checks",
+    "SplitReport": "fcnseg.data.checks",
+    "check_dataset": "fcnseg.data.checks",
+    "median_frequency_weights": "fcnseg.data.checks",
+    "ADE20K_CLASSES": "fcnseg.data.classes",
+    "CAMVID_CLASSES": "fcnseg.data.classes",
+    "CITYSCAPES_CLASSES": "fcnseg.data.classes",
+    "IGNORE_INDEX": "fcnseg.data.classes",
+    "VOC_CLASSES": "fcnseg.data.classes",
+    "ClassInfo": "fcnseg.data.classes",
+    "as_class_info": "fcnseg.data.classes",
+    "bitget_colormap": "fcnseg.data.classes",
+    "load_class_file": "fcnseg.data.classes",
+    "LabelDecoder": "fcnseg.data.dataset",
+    "SegmentationDataset": "fcnseg.data.dataset",
+    "DataError": "fcnseg.data.errors",
+    "folder_dataset": "fcnseg.data.folder",
+    "DATASETS": "fcnseg.data.registry",
+    "build_dataset": "fcnseg.data.registry",
+    "dataset_splits": "fcnseg.data.registry",
+    "default_splits": "fcnseg.data.registry",
+    "ade20k_dataset": "fcnseg.data.scenes",
+    "camvid_dataset": "fcnseg.data.scenes",
+    "cityscapes_dataset": "fcnseg.data.scenes",
+    "IMAGENET_MEAN": "fcnseg.data.normalize",
+    "IMAGENET_STD": "fcnseg.data.normalize",
+    "RandomScale": "fcnseg.data.transforms",
+    "eval_transforms": "fcnseg.data.transforms",
+    "pad_collate": "fcnseg.data.transforms",
+    "train_transforms": "fcnseg.data.transforms",
+    "sbd_dataset": "fcnseg.data.voc",
+    "seg11valid_ids": "fcnseg.data.voc",
+    "voc_dataset": "fcnseg.data.voc",
+    "normalize_uint8": "fcnseg.data.normalize",
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -16,11 +16,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from fcnseg.data.classes import IGNORE_INDEX
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-"""RGB mean of ImageNet images in [0, 1], used by torchvision's pretrained backbones."""
-IMAGENET_STD = (0.229, 0.224, 0.225)
-"""RGB standard deviation of ImageNet images in [0, 1]."""
+from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 
 _FILL = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
 
@@ -45,16 +41,6 @@ class RandomScale(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return self._call_kernel(F.resize, inpt, size=params["size"], antialias=True)
-
-
-def normalize_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 images ``(..., 3, H, W)`` -> normalised float32, with the arithmetic of :func:`eval_transforms`.
-
-    The same kernels (``to_dtype`` with scaling, then ``normalize``) bit for bit, so that a file predicted by
-    :class:`~fcnseg.inference.predictor.Predictor` is the input its evaluation scored. The float copy keeps the
-    memory layout of ``images`` (a channels-last view stays channels-last) and is normalised in place.
-    """
-    return F.normalize(F.to_dtype(images, torch.float32, scale=True), list(mean), list(std), inplace=True)
 
 
 def _to_float(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:

@@ -1,21 +1,22 @@
-"""Inference: the engine (whole, tiled, multi-scale, flip), Predictor, image I/O, visual output and export."""
+"""Inference: the engine (whole, tiled, multi-scale, flip), Predictor, image I/O, visual output and export.
 
-from fcnseg.inference.engine import choose_tile_size, segment_logits
-from fcnseg.inference.images import ImageReadError, load_image, save_mask_png
-from fcnseg.inference.memory import MemoryModel, estimate_memory
-from fcnseg.inference.predictor import Predictor
-from fcnseg.inference.visualize import colorize, legend_image, overlay
+The names below load on first use (:mod:`fcnseg.core.lazy`).
+"""
 
-__all__ = [
-    "ImageReadError",
-    "MemoryModel",
-    "Predictor",
-    "choose_tile_size",
-    "colorize",
-    "estimate_memory",
-    "legend_image",
-    "load_image",
-    "overlay",
-    "save_mask_png",
-    "segment_logits",
-]
+from fcnseg.core.lazy import lazy_attributes
+
+_EXPORTS = {
+    "choose_tile_size": "fcnseg.inference.engine",
+    "segment_logits": "fcnseg.inference.engine",
+    "ImageReadError": "fcnseg.inference.images",
+    "load_image": "fcnseg.inference.images",
+    "save_mask_png": "fcnseg.inference.images",
+    "MemoryModel": "fcnseg.inference.memory",
+    "estimate_memory": "fcnseg.inference.memory",
+    "Predictor": "fcnseg.inference.predictor",
+    "colorize": "fcnseg.inference.visualize",
+    "legend_image": "fcnseg.inference.visualize",
+    "overlay": "fcnseg.inference.visualize",
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

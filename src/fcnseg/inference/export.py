@@ -38,10 +38,10 @@ import torch
 from torch import Tensor, nn
 from torch.export import Dim
 
+import fcnseg.models as models
 from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.inference.memory import estimate_memory
 from fcnseg.inference.runtimes import load_openvino, openvino_from_onnx
-from fcnseg.models import model_from_checkpoint
 
 __all__ = [
     "CHECK_SIZES",
@@ -253,7 +253,7 @@ def _on_cpu_fp32(model: nn.Module) -> nn.Module:
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, **kwargs: Any) -> float:
     """Export a checkpoint's model with its classes and normalisation; returns the measured max difference."""
     ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt)
+    model = models.model_from_checkpoint(ckpt)
     norm = ckpt["normalization"]
     diff = export_model(model, Path(out), fmt, classes=ckpt["classes"], mean=norm["mean"], std=norm["std"], **kwargs)
     logger.info("exported %s to %s (max |logit difference| vs eager: %.3g)", fmt, out, diff)
@@ -269,7 +269,7 @@ def cache_folder() -> Path:
 
 def _network_code() -> bytes:
     """The source of the modules that define the exported graph: a conversion made by other code is not reused."""
-    folders = (Path(model_from_checkpoint.__code__.co_filename).parent, Path(__file__).parent)
+    folders = (Path(models.__file__).parent, Path(__file__).parent)
     return b"".join(p.read_bytes() for folder in folders for p in sorted(folder.glob("*.py")))
 
 

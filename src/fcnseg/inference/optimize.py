@@ -27,8 +27,8 @@ import logging
 import torch
 from torch import Tensor, nn
 
+import fcnseg.models as models
 from fcnseg.core.device import autocast_dtype, cpu_has_native_bf16, memory_format
-from fcnseg.models import FCN
 
 __all__ = ["Float32Head", "PackedConv2d", "packed_bytes", "prepare_for_inference"]
 
@@ -242,9 +242,9 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, precisio
         return model
     fast = _shallow_tree(model).eval()
     fp32 = {m for m in fast.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3}  # they read the image
-    if isinstance(fast, FCN) and dtype is not torch.float32:
+    if isinstance(fast, models.FCN) and dtype is not torch.float32:
         fp32 |= set(fast.head.modules())
         fast.head = Float32Head(fast.head)
     count = sum(_pack_children(m, dtype, fp32) for m in list(fast.modules()))
     logger.debug("packed %d convolutions for %s inference", count, dtype)
-    return fast if count or isinstance(fast, FCN) else model  # nothing to pack: the model itself
+    return fast if count or isinstance(fast, models.FCN) else model  # nothing to pack: the model itself

@@ -25,17 +25,17 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+import fcnseg.models as models
 from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.core.device import autocast_dtype, memory_format, resolve_device
 from fcnseg.data.classes import ClassInfo, as_class_info
-from fcnseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_uint8
+from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize_uint8
 from fcnseg.inference.engine import choose_tile_size, segment_bands, segment_logits
 from fcnseg.inference.export import cached_openvino, export_model
 from fcnseg.inference.images import load_image
 from fcnseg.inference.memory import MemoryModel, estimate_memory
 from fcnseg.inference.optimize import prepare_for_inference
 from fcnseg.inference.runtimes import BACKENDS, RuntimeModel, available_backends, load_onnxruntime, load_openvino
-from fcnseg.models import model_from_checkpoint
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "ImageLike", "Predictor"]
 
@@ -167,7 +167,7 @@ class Predictor:
         kwargs.setdefault("classes", ckpt.get("classes"))
         kwargs.setdefault("mean", norm.get("mean", IMAGENET_MEAN))
         kwargs.setdefault("std", norm.get("std", IMAGENET_STD))
-        return cls(model_from_checkpoint(ckpt), device=device, backend=backend, **kwargs)
+        return cls(models.model_from_checkpoint(ckpt), device=device, backend=backend, **kwargs)
 
     @classmethod
     def _from_exported(cls, path: Path, backend: str, device: str | torch.device, **kwargs: Any) -> Predictor:

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+import fcnseg.models as models
 from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.inference.export import export_model
 from fcnseg.inference.images import load_image
 from fcnseg.inference.runtimes import load_openvino, openvino_metadata, require
-from fcnseg.models import model_from_checkpoint
 
 __all__ = ["calibration_arrays", "quantize_checkpoint", "quantize_openvino"]
 
@@ -84,7 +84,7 @@ def quantize_checkpoint(
     if out.suffix != ".xml":
         raise ValueError(f"the int8 model is written as FILE.xml and FILE.bin; got --out '{out}'")
     ckpt = load_checkpoint(checkpoint)
-    model: nn.Module = model_from_checkpoint(ckpt)
+    model: nn.Module = models.model_from_checkpoint(ckpt)
     norm = ckpt["normalization"]
     calibration = calibration_arrays(calibration_images)
     out.parent.mkdir(parents=True, exist_ok=True)

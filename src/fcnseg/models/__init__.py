@@ -1,27 +1,26 @@
-"""FCN models: convolutionalization, backbones (features by stride), the FCN head, the registry, restoring."""
+"""FCN models: convolutionalization, backbones (features by stride), the FCN head, the registry, restoring.
 
-from .backbones import BACKBONES, Backbone, FeatureInfo
-from .convolutionalize import convolutionalize, linear_to_conv
-from .fcn import FCN
-from .head import FCNHead
-from .registry import HEADS, count_parameters, create_model, list_models
-from .restore import load_init_weights, model_from_checkpoint
-from .upsample import bilinear_kernel, bilinear_upsampler
+The names below load on first use (:mod:`fcnseg.core.lazy`): the backbones import torchvision.
+"""
 
-__all__ = [
-    "BACKBONES",
-    "FCN",
-    "HEADS",
-    "Backbone",
-    "FCNHead",
-    "FeatureInfo",
-    "bilinear_kernel",
-    "bilinear_upsampler",
-    "convolutionalize",
-    "count_parameters",
-    "create_model",
-    "linear_to_conv",
-    "list_models",
-    "load_init_weights",
-    "model_from_checkpoint",
-]
+from fcnseg.core.lazy import lazy_attributes
+
+_EXPORTS = {
+    "BACKBONES": "fcnseg.models.backbones",
+    "Backbone": "fcnseg.models.backbones",
+    "FeatureInfo": "fcnseg.models.backbones",
+    "convolutionalize": "fcnseg.models.convolutionalize",
+    "linear_to_conv": "fcnseg.models.convolutionalize",
+    "FCN": "fcnseg.models.fcn",
+    "FCNHead": "fcnseg.models.head",
+    "HEADS": "fcnseg.models.registry",
+    "count_parameters": "fcnseg.models.registry",
+    "create_model": "fcnseg.models.registry",
+    "list_models": "fcnseg.models.registry",
+    "load_init_weights": "fcnseg.models.restore",
+    "model_from_checkpoint": "fcnseg.models.restore",
+    "bilinear_kernel": "fcnseg.models.upsample",
+    "bilinear_upsampler": "fcnseg.models.upsample",
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

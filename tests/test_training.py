@@ -39,6 +39,23 @@ def test_loss_ignores_void_and_matches_hand_computed_values() -> None:
     assert all_void.item() == 0.0
 
 
+def test_hard_fraction_keeps_the_hardest_labelled_pixels_by_hand() -> None:
+    # Losses: (0, 0)->0: ln 2; (ln 3, 0)->0: ln(4/3); (ln 3, 0)->1: ln 4; the fourth pixel is void (its loss, ln 4 +
+    # 10, would be the largest). Half of 3 labelled pixels -> ceil(1.5) = 2 kept: ln 4 and ln 2.
+    logits = torch.tensor([[0.0, math.log(3), math.log(3), 0.0], [0.0, 0.0, 0.0, 10.0]]).reshape(1, 2, 1, 4)
+    target = torch.tensor([[[0, 0, 1, 255]]])
+    hard = segmentation_loss(logits, target, hard_fraction=0.5)
+    assert hard.item() == pytest.approx((math.log(4) + math.log(2)) / 2)
+    # Weighted [2, 0.5]: 2 ln 2 = 1.39, 2 ln(4/3) = 0.58, 0.5 ln 4 = 0.69 -> keeps the first and the third.
+    weighted = segmentation_loss(logits, target, class_weights=torch.tensor([2.0, 0.5]), hard_fraction=0.5)
+    assert weighted.item() == pytest.approx((2 * math.log(2) + 0.5 * math.log(4)) / 2.5)
+    assert segmentation_loss(logits, target, hard_fraction=1.0).item() == pytest.approx(
+        (math.log(2) + math.log(4 / 3) + math.log(4)) / 3
+    )
+    with pytest.raises(ValueError, match="hard_fraction"):
+        segmentation_loss(logits, target, hard_fraction=0.0)
+
+
 def test_parameter_groups_follow_the_paper() -> None:
     model = create_model("fcn8s_resnet18", num_classes=3)
     groups = parameter_groups(model, lr=0.01, weight_decay=5e-4)

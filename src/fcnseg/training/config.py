@@ -102,6 +102,7 @@ class TrainConfig:
     warmup: int = _f(0, "linear warm-up steps")
     loss_norm: str = _f("mean", "mean (per labelled pixel) or sum (the paper)")
     class_weights: str = _f("none", "none or median-frequency (computed from the training split)")
+    hard_fraction: float = _f(1.0, "loss over the hardest share of each batch's labelled pixels only (1: all)")
     precision: str = _f("auto", f"{PRECISION_HELP}; fp16 on CUDA only")
     device: str = _f(DEFAULT_DEVICE, DEVICE_HELP)
     workers: int = _f(1, "data-loading worker processes")
@@ -155,6 +156,8 @@ class TrainConfig:
         for name in ("lr", "input_scale", "stage_lr_factor"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not 0 < self.hard_fraction <= 1:
+            raise ValueError(f"--hard-fraction must lie in (0, 1], got {self.hard_fraction}")
         if self.val_fraction is not None and not 0 < self.val_fraction < 1:
             raise ValueError(f"--val-fraction must lie strictly between 0 and 1, got {self.val_fraction}")
         if self.color_tolerance < 0:

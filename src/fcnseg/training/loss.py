@@ -1,6 +1,13 @@
-"""Per-pixel cross-entropy with void ignored, normalised per pixel (mean) or summed as in the paper."""
+"""Per-pixel cross-entropy with void ignored, normalised per pixel (mean) or summed as in the paper.
+
+Optionally only the hardest share of the labelled pixels counts (bootstrapped cross-entropy, the top-k form of
+online hard example mining): the pixels a thin structure covers are few, and most of the easy road and sky pixels
+then stop diluting their gradient.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -14,8 +21,9 @@ def segmentation_loss(
     *,
     normalization: str = "mean",
     class_weights: torch.Tensor | None = None,
+    hard_fraction: float = 1.0,
 ) -> torch.Tensor:
-    """Cross-entropy over labelled pixels.
+    """Cross-entropy over labelled pixels (or the hardest ``hard_fraction`` of them, see :func:`loss_terms`).
 
     Args:
         logits: ``(N, K, H, W)`` class scores.
@@ -29,20 +37,36 @@ def segmentation_loss(
     """
     if normalization not in ("mean", "sum"):
         raise ValueError(f"loss normalization must be 'mean' or 'sum', not {normalization!r}")
-    total, count = loss_terms(logits, target, class_weights=class_weights)
+    total, count = loss_terms(logits, target, class_weights=class_weights, hard_fraction=hard_fraction)
     return total if normalization == "sum" else total / count.clamp(min=1)
 
 
 def loss_terms(
-    logits: torch.Tensor, target: torch.Tensor, *, class_weights: torch.Tensor | None = None
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    class_weights: torch.Tensor | None = None,
+    hard_fraction: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The summed (weighted) cross-entropy over labelled pixels and their (weighted) number.
 
     The two parts of :func:`segmentation_loss`, kept apart so that distributed training can normalise by the
     labelled pixels of the whole global batch. Shapes as in :func:`segmentation_loss`; both results are scalars.
+
+    Args:
+        hard_fraction: in (0, 1]: only the ``ceil(hard_fraction * n)`` labelled pixels of the batch with the highest
+            (weighted) loss count, in the sum and in the number.
     """
+    if not 0 < hard_fraction <= 1:
+        raise ValueError(f"hard_fraction must lie in (0, 1], got {hard_fraction}")
     weight = None if class_weights is None else class_weights.to(device=logits.device, dtype=torch.float32)
-    total = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE_INDEX, reduction="sum")
     labelled = target != IGNORE_INDEX
-    count = labelled.sum() if weight is None else weight[target[labelled]].sum()
-    return total, count
+    if hard_fraction == 1:
+        total = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE_INDEX, reduction="sum")
+        count = labelled.sum() if weight is None else weight[target[labelled]].sum()
+        return total, count
+    per_pixel = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE_INDEX, reduction="none")
+    losses, classes = per_pixel[labelled], target[labelled]
+    hardest = losses.topk(math.ceil(hard_fraction * losses.numel())).indices
+    count = torch.tensor(hardest.numel(), device=logits.device) if weight is None else weight[classes[hardest]].sum()
+    return losses[hardest].sum(), count

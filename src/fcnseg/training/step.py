@@ -77,7 +77,7 @@ class SGDStep:
         masks = masks.to(self.device, non_blocking=True)
         with autocast(self.device, self.amp):
             logits = self.network(images)
-        summed, count = loss_terms(logits, masks, class_weights=self.class_weights)
+        summed, count = loss_terms(logits, masks, class_weights=self.class_weights, hard_fraction=c.hard_fraction)
         loss, value = global_loss(summed, count, mean=c.loss_norm == "mean", world=self.world)
         if not self.scaler.is_enabled() and not bool(torch.isfinite(value)):  # same value on every process
             raise FloatingPointError(

@@ -261,11 +261,8 @@ def folder_split(tmp_path):
 @pytest.fixture
 def fake_checkpoint(tmp_path, monkeypatch):
     """A checkpoint file, with ``load_checkpoint`` and ``model_from_checkpoint`` replaced to rebuild the stub model."""
-    import fcnseg.core.checkpoint
+    import fcnseg.inference.predictor
     import fcnseg.models
-    from fcnseg.cli.main import build_parser
-
-    build_parser()  # imports every subcommand's modules now, so that none binds the stubs below for the session
     path = tmp_path / "model.pt"
     torch.save({"format": "fcnseg-checkpoint"}, path)
     ckpt = {
@@ -273,7 +270,7 @@ def fake_checkpoint(tmp_path, monkeypatch):
         # mean 0, std 1/255 undo ToDtype's scaling: the normalised red channel is the stored byte, i.e. the class
         "normalization": {"mean": [0.0, 0.0, 0.0], "std": [1 / 255] * 3},
     }
-    monkeypatch.setattr(fcnseg.core.checkpoint, "load_checkpoint", lambda p: ckpt)
+    monkeypatch.setattr(fcnseg.inference.predictor, "load_checkpoint", lambda p: ckpt)
     monkeypatch.setattr(
         fcnseg.models, "model_from_checkpoint", lambda c: ChannelZeroIsPrediction(len(c["classes"]["names"])).eval()
     )

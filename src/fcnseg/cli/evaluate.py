@@ -16,18 +16,16 @@ import logging
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from fcnseg.cli.dataset_args import add_dataset_arguments, dataset_options
 from fcnseg.cli.main import UserError
 from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device
 from fcnseg.core.distributed import World, distributed_session
 from fcnseg.data import build_dataset, eval_transforms
+from fcnseg.inference.predictor import Predictor
 from fcnseg.inference.runtimes import BACKENDS
 
 logger = logging.getLogger(__name__)
-
-EXPORTED_SUFFIXES = (".onnx", ".xml")
 
 
 def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
@@ -127,22 +125,24 @@ def _dataset_num_classes(dataset: object) -> int | None:
     return len(classes.names) if hasattr(classes, "names") else len(classes)
 
 
-def _runtime_model(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict, dict, str]:
-    """The model ``fcnseg predict`` would run for ``args.checkpoint`` and ``args.backend``, its classes, the
-    normalisation it expects (identity for an exported graph, which normalises ``[0, 1]`` RGB itself) and a label
-    such as ``"openvino int8"``."""
-    from fcnseg.inference.predictor import Predictor
-
+def _predictor(args: argparse.Namespace, mode: str, device: torch.device) -> Predictor:
+    """The predictor ``fcnseg predict`` would build for ``args.checkpoint`` and ``args.backend``, with eval's
+    inference settings (tiling, scales, flip, precision)."""
     try:
-        predictor = Predictor.from_checkpoint(args.checkpoint, device, backend=args.backend, precision=args.precision)
+        predictor = Predictor.from_checkpoint(
+            args.checkpoint,
+            device,
+            backend=args.backend,
+            precision=args.precision,
+            tile_size=tuple(args.tile_size) if mode == "slide" else None,
+            overlap=args.overlap,
+            scales=tuple(args.scales),
+            flip=args.flip,
+        )
     except ValueError as err:
         raise UserError(str(err)) from err
-    info = predictor.classes
-    classes = {"names": list(info.names), "colors": [list(map(int, c)) for c in info.colors]}
-    norm = {"mean": list(predictor.mean), "std": list(predictor.std)}
-    label = f"{predictor.backend} {predictor.computes_in}"
-    logger.info("scoring through %s", label)
-    return predictor.model, classes, norm, label
+    logger.info("scoring through %s %s", predictor.backend, predictor.computes_in)
+    return predictor
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,20 +166,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace, mode: str, world: World) -> int:
     # Imported here, not at the top: `fcnseg --help` imports every subcommand module and should stay light.
-    from fcnseg.core.checkpoint import load_checkpoint
     from fcnseg.evaluation import evaluate, format_table, write_report
-    from fcnseg.models import model_from_checkpoint
 
     device = world.device
-    if args.backend == "torch" and args.checkpoint.suffix.lower() not in EXPORTED_SUFFIXES:
-        ckpt = load_checkpoint(args.checkpoint)
-        model, classes, norm = model_from_checkpoint(ckpt), ckpt["classes"], ckpt["normalization"]
-        backend = "torch"
-    else:
-        model, classes, norm, backend = _runtime_model(args, device)
+    predictor = _predictor(args, mode, device)
+    info = predictor.classes
+    classes = {"names": list(info.names), "colors": [list(map(int, c)) for c in info.colors]}
     num_classes = len(classes["names"])
 
-    transforms = eval_transforms(norm["mean"], norm["std"])
+    transforms = eval_transforms(predictor.mean, predictor.std)
     try:
         options = dataset_options(args, num_classes=num_classes)
     except ValueError as err:
@@ -200,22 +195,13 @@ def _evaluate(args: argparse.Namespace, mode: str, world: World) -> int:
         "evaluating %s on %s/%s: %d images on %s", args.checkpoint, args.dataset, args.split, len(dataset), device
     )
 
-    result = evaluate(
-        model,
+    result = evaluate(  # the predictor's device and inference settings are used
+        predictor,
         dataset,
         classes=classes,
-        device=device,
         batch_size=args.batch_size,
-        mode=mode,
-        tile_size=tuple(args.tile_size) if args.tile_size else None,
-        overlap=args.overlap,
-        scales=tuple(args.scales),
-        flip=args.flip,
-        precision=args.precision,
         progress=not args.no_progress,
         num_samples=args.num_samples if args.out else 0,
-        mean=norm["mean"],
-        std=norm["std"],
         num_workers=args.workers,
         world=world,
     )
@@ -224,6 +210,7 @@ def _evaluate(args: argparse.Namespace, mode: str, world: World) -> int:
     print(format_table(result.metrics))
     rate = result.num_images / max(result.seconds, 1e-9)
     print(f"{result.num_images} images in {result.seconds:.1f} s ({rate:.2f} img/s)")
+    backend = f"{predictor.backend} {predictor.computes_in}"
     extra = {"checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": args.split, "backend": backend}
     written = write_report(result, classes, args.out, json_path=args.json, extra=extra)
     for kind, path in written.items():

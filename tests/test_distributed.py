@@ -52,13 +52,15 @@ def _flags(shapes: Path, out: Path, batch_size: int) -> list[str]:
         "--classes", str(shapes / "classes.txt"), "--out", str(out), "--iters", str(ITERS),
         "--batch-size", str(batch_size), "--crop-size", "48", "64", "--lr", "0.01", "--val-every", "3",
         "--log-every", "1", "--workers", "0", "--precision", "fp32", "--device", "cpu", "--dist-timeout", "30",
+        "--warmup", "0",  # full steps from the first: the per-process-normalisation bug below moves weights by 3e-4
+        "--hard-fraction", "1",  # the hardest pixels are chosen per process: all of them, to compare with one process
     ]  # fmt: skip
 
 
 def _config(shapes: Path, out: Path, **kw) -> TrainConfig:
     """The one-process run of :func:`_flags` (global batch 2 x PER_PROCESS), from test_training's builder."""
-    return training_config(shapes, out, **({"model": "fcn16s_squeezenet1_1", "iters": ITERS,
-                                            "batch_size": 2 * PER_PROCESS} | kw))  # fmt: skip
+    same = {"model": "fcn16s_squeezenet1_1", "iters": ITERS, "batch_size": 2 * PER_PROCESS, "warmup": 0}
+    return training_config(shapes, out, **(same | {"hard_fraction": 1.0} | kw))
 
 
 def torchrun(args: list[str], *, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:

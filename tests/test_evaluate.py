@@ -263,6 +263,7 @@ def fake_checkpoint(tmp_path, monkeypatch):
     """A checkpoint file, with ``load_checkpoint`` and ``model_from_checkpoint`` replaced to rebuild the stub model."""
     import fcnseg.inference.predictor
     import fcnseg.models
+
     path = tmp_path / "model.pt"
     torch.save({"format": "fcnseg-checkpoint"}, path)
     ckpt = {

@@ -50,6 +50,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weight_decay": 5e-4,
         "input_scale": CAFFE_INPUT_SCALE,
         "stage_lr_factor": 0.01,
+        "warmup": 0,
+        "hard_fraction": 1.0,
     },
 }
 
@@ -62,7 +64,7 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class TrainConfig:
     """Everything that defines a training run; saved as ``config.json`` in the run folder and in checkpoints."""
 
-    model: str = _f("fcn8s_squeezenet1_1", "model name (see `fcnseg models`)")
+    model: str = _f("fcn4s_squeezenet1_1", "model name (see `fcnseg models`)")
     dataset: str = _f("camvid", "voc, sbd, camvid, cityscapes, ade20k or folder")
     data_root: str = _f("", "dataset folder")
     out: str = _f("runs/train", "run folder: checkpoints, logs, plots")
@@ -99,10 +101,14 @@ class TrainConfig:
     stage_lr_factor: float = _f(1.0, "with --staged, each stage's lr is the previous one's times this (paper: 0.01)")
     schedule: str = _f("poly", "poly or fixed")
     poly_power: float = _f(0.9, "exponent of the poly schedule")
-    warmup: int = _f(0, "linear warm-up steps")
+    warmup: int = _f(100, "linear warm-up steps (paper preset: 0)")
     loss_norm: str = _f("mean", "mean (per labelled pixel) or sum (the paper)")
     class_weights: str = _f("none", "none or median-frequency (computed from the training split)")
-    hard_fraction: float = _f(1.0, "loss over the hardest share of each batch's labelled pixels only (1: all)")
+    hard_fraction: float = _f(
+        0.25,
+        "loss over the hardest share of each batch's labelled pixels only (1: all; paper preset: 1); under "
+        "torchrun, of each process's part of the batch",
+    )
     precision: str = _f("auto", f"{PRECISION_HELP}; fp16 on CUDA only")
     device: str = _f(DEFAULT_DEVICE, DEVICE_HELP)
     workers: int = _f(1, "data-loading worker processes")

@@ -87,6 +87,25 @@ def test_epoch_batches_are_seeded_permutations_and_resume_in_place() -> None:
     assert (resumed.start_epoch, resumed.start_position) == (1, 0)
 
 
+def test_camvid_preset_is_the_modern_one_with_its_steps_and_hardest_pixels() -> None:
+    from fcnseg.cli.main import build_parser
+    from fcnseg.training.config import config_from_args
+
+    parser = build_parser()
+
+    def config(*flags: str):
+        return config_from_args(parser.parse_args(["train", "--data-root", "d", *flags]))
+
+    modern, camvid = config(), config("--preset", "camvid")
+    assert (modern.hard_fraction, modern.iters) == (1.0, 2000)
+    assert (camvid.hard_fraction, camvid.iters, camvid.epochs) == (0.25, 8000, None)
+    assert camvid.lr == modern.lr and camvid.warmup == modern.warmup == 100
+    by_epochs = config("--preset", "camvid", "--epochs", "3")  # the preset's step count yields to --epochs
+    assert (by_epochs.iters, by_epochs.epochs) == (None, 3)
+    with pytest.raises(ValueError, match="--iters or --epochs, not both"):
+        config("--iters", "5", "--epochs", "3")
+
+
 def test_config_precedence_defaults_preset_file_flags(tmp_path: Path) -> None:
     from fcnseg.cli.main import build_parser
     from fcnseg.training.config import config_from_args

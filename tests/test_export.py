@@ -77,8 +77,13 @@ def test_onnx_dynamic_sizes_and_metadata(model: torch.nn.Module, tmp_path: Path)
         out = session.run(None, {"image": x.numpy()})[0]
         assert out.shape == (n, len(NAMES), h, w)
         np.testing.assert_allclose(out, eager(model, x), atol=ONNX_ATOL, rtol=0)
-    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    graph = onnx.load(str(path))
+    meta = {p.key: p.value for p in graph.metadata_props}
     assert json.loads(meta["classes"]) == CLASSES
+    upsamplers = [n for n in graph.graph.node if n.op_type == "ConvTranspose"]  # the fixed ones, run per class
+    assert upsamplers and all(next(a.i for a in n.attribute if a.name == "group") == len(NAMES) for n in upsamplers), (
+        "fixed bilinear upsamplers are exported per class (groups = number of classes)"
+    )
     assert json.loads(meta["normalization"]) == {"mean": MEAN, "std": STD}
 
 

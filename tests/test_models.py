@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fcnseg import create_model, list_models
-from fcnseg.models import bilinear_kernel, count_parameters
+from fcnseg.models import bilinear_kernel, bilinear_upsampler, count_parameters, per_channel_upsampler
 
 
 def _randomize_scores(model: torch.nn.Module) -> None:
@@ -74,6 +74,20 @@ def test_fixed_upsampling_interpolates_linear_ramps_exactly() -> None:
     torch.testing.assert_close(out[0, 100, 40:180], expected)
     torch.testing.assert_close(out[1, 40:180, 100], expected)
     assert up.weight[0, 1].abs().sum() == 0  # no mixing between classes
+
+
+def test_per_channel_upsampler_equals_the_full_one_and_refuses_mixing_layers() -> None:
+    up = bilinear_upsampler(5, 8, kernel=15)
+    grouped = per_channel_upsampler(up)
+    assert grouped.groups == 5 and grouped.weight.shape == (5, 1, 15, 15)
+    score = torch.randn(2, 5, 7, 9) * 10
+    torch.testing.assert_close(grouped(score), up(score), rtol=0, atol=1e-5)
+    # A layer that mixes classes, or may learn to, keeps its full weight.
+    mixing = bilinear_upsampler(5, 2)
+    with torch.no_grad():
+        mixing.weight[0, 3, 1, 1] = 0.1
+    assert per_channel_upsampler(mixing) is None
+    assert per_channel_upsampler(bilinear_upsampler(5, 2, learnable=True)) is None
 
 
 def test_head_initialisation_and_options() -> None:

@@ -30,7 +30,14 @@ from torch import Tensor, nn
 import fcnseg.models as models
 from fcnseg.core.device import autocast_dtype, cpu_has_native_bf16, memory_format
 
-__all__ = ["Float32Head", "PackedConv2d", "packed_bytes", "prepare_for_inference"]
+__all__ = [
+    "Float32Head",
+    "PackedConv2d",
+    "PerChannelUpsample",
+    "packed_bytes",
+    "per_channel_upsamplers",
+    "prepare_for_inference",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +172,46 @@ def _shallow_tree(module: nn.Module) -> nn.Module:
     return clone
 
 
+class PerChannelUpsample(nn.Module):
+    """A fixed bilinear upsampler run per channel, rebuilt when its source's weight changes (the fast path's).
+
+    ``(N, C, h, w) -> (N, C, H, W)``, the source's output: per channel while the source's weight is diagonal
+    (:func:`~fcnseg.models.upsample.per_channel_upsampler`), through the source itself once it is not.
+    """
+
+    def __init__(self, source: nn.ConvTranspose2d) -> None:
+        super().__init__()
+        self.source = source
+        self._key: tuple | None = None
+        self._grouped: nn.Module | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.source.weight
+        key = (weight.data_ptr(), _version(weight))
+        if key != self._key:
+            self._grouped, self._key = models.per_channel_upsampler(self.source), key
+        return (self._grouped or self.source)(x)
+
+
+def per_channel_upsamplers(model: nn.Module, *, follow: bool = False) -> nn.Module:
+    """``model`` with its fixed bilinear upsamplers run per channel: the same logits for a fraction of the work.
+
+    Returns a copy of the module tree that shares ``model``'s parameters, each transposed convolution that
+    :func:`~fcnseg.models.upsample.per_channel_upsampler` converts replaced by its per-channel equivalent (a copy
+    made now; with ``follow``, a :class:`PerChannelUpsample` that follows later weight updates); ``model`` itself
+    when there is none.
+    """
+    tree = _shallow_tree(model)
+    count = 0
+    for parent in list(tree.modules()):  # listed first: the wrappers added below hold their source as a child
+        for name, child in parent._modules.items():
+            grouped = None if child is None else models.per_channel_upsampler(child)
+            if grouped is not None:
+                parent._modules[name] = PerChannelUpsample(child) if follow else grouped
+                count += 1
+    return tree if count else model
+
+
 class Float32Head(nn.Module):
     """An FCN head run in fp32 with autocast off: ``features`` (any float dtype), ``image`` -> fp32 logits."""
 
@@ -240,7 +287,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, precisio
         return model
     if not _packing_works(dtype):
         return model
-    fast = _shallow_tree(model).eval()
+    fast = _shallow_tree(per_channel_upsamplers(model, follow=True)).eval()
     fp32 = {m for m in fast.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3}  # they read the image
     if isinstance(fast, models.FCN) and dtype is not torch.float32:
         fp32 |= set(fast.head.modules())

@@ -21,6 +21,7 @@ _EXPORTS = {
     "model_from_checkpoint": "fcnseg.models.restore",
     "bilinear_kernel": "fcnseg.models.upsample",
     "bilinear_upsampler": "fcnseg.models.upsample",
+    "per_channel_upsampler": "fcnseg.models.upsample",
 }
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -19,8 +19,9 @@ from fcnseg.models import load_init_weights, model_from_checkpoint
 from fcnseg.training.config import PRESETS, TrainConfig
 from fcnseg.training.data import EpochBatches
 from fcnseg.training.loop import Trainer, train
-from fcnseg.training.loss import segmentation_loss
+from fcnseg.training.loss import lovasz_softmax, segmentation_loss
 from fcnseg.training.optim import lr_factor, parameter_groups
+from fcnseg.training.step import SGDStep
 
 
 def test_loss_ignores_void_and_matches_hand_computed_values() -> None:
@@ -54,6 +55,47 @@ def test_hard_fraction_keeps_the_hardest_labelled_pixels_by_hand() -> None:
     )
     with pytest.raises(ValueError, match="hard_fraction"):
         segmentation_loss(logits, target, hard_fraction=0.0)
+
+
+def _confident(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Logits whose softmax is one-hot (to float precision) at ``classes`` (N, H, W)."""
+    return 100 * torch.nn.functional.one_hot(classes, num_classes).movedim(-1, 1).float()
+
+
+def test_lovasz_softmax_is_one_minus_the_mean_iou_of_present_classes_at_one_hot_predictions() -> None:
+    # Pixels 0..5 in reading order. Truth 0 0 1 / 1 2 2, prediction 0 1 1 / 1 2 0 (class 3 never appears):
+    # class 0: truth {0, 1}, predicted {0, 5}: IoU 1/3; class 1: {2, 3} vs {1, 2, 3}: 2/3; class 2: {4, 5} vs {4}: 1/2.
+    truth = torch.tensor([[[0, 0, 1], [1, 2, 2]]])
+    logits = _confident(torch.tensor([[[0, 1, 1], [1, 2, 0]]]), 4)
+    assert lovasz_softmax(logits, truth).item() == pytest.approx(1 - (1 / 3 + 2 / 3 + 1 / 2) / 3)
+    # Pixel 0 void: class 0 becomes {1} vs {5}, IoU 0; the others are unchanged.
+    void = truth.clone()
+    void[0, 0, 0] = 255
+    assert lovasz_softmax(logits, void).item() == pytest.approx(1 - (0 + 2 / 3 + 1 / 2) / 3)
+    assert lovasz_softmax(_confident(truth, 4), truth).item() == pytest.approx(0, abs=1e-6)
+    soft = torch.zeros(1, 4, 2, 3, requires_grad=True)
+    lovasz_softmax(soft, truth).backward()
+    assert soft.grad[0, 0, 0, 0] < 0 < soft.grad[0, 3, 0, 0]  # raise the true class, lower an absent one
+    all_void = lovasz_softmax(soft, torch.full((1, 2, 3), 255))
+    assert all_void.item() == 0 and all_void.requires_grad
+
+
+def test_the_lovasz_term_is_added_on_one_of_sixteen_pixel_phases_per_step() -> None:
+    torch.manual_seed(0)
+    model = create_model("fcn32s_resnet18", num_classes=3).eval()
+    reference = copy.deepcopy(model)
+    images, masks = torch.randn(1, 3, 32, 32), torch.randint(0, 3, (1, 32, 32))
+    masks[0, :4] = 255
+    step = SGDStep(
+        model, TrainConfig(precision="fp32", device="cpu", iters=10, lovasz=0.5, warmup=0), torch.device("cpu")
+    )
+    value = step(images, masks, step=6, total=10)  # phase 6 = row 1, column 2 of every 4x4 block
+    with torch.no_grad():
+        logits = reference(images)
+    expected = segmentation_loss(logits, masks) + 0.5 * lovasz_softmax(logits[..., 1::4, 2::4], masks[:, 1::4, 2::4])
+    assert value.item() == pytest.approx(expected.item(), rel=1e-4)
+    with pytest.raises(ValueError, match="--lovasz"):
+        TrainConfig(lovasz=-1.0, data_root="x").resolved()
 
 
 def test_parameter_groups_follow_the_paper() -> None:

@@ -115,6 +115,7 @@ class TrainConfig:
         "loss over the hardest share of each batch's labelled pixels only (1: all; camvid preset: 0.25); under "
         "torchrun, of each process's part of the batch",
     )
+    lovasz: float = _f(0.0, "weight of an added Lovasz-softmax term, the mean IoU's own surrogate (0: none)")
     precision: str = _f("auto", f"{PRECISION_HELP}; fp16 on CUDA only")
     device: str = _f(DEFAULT_DEVICE, DEVICE_HELP)
     workers: int = _f(1, "data-loading worker processes")
@@ -172,6 +173,8 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if not 0 < self.hard_fraction <= 1:
             raise ValueError(f"--hard-fraction must lie in (0, 1], got {self.hard_fraction}")
+        if not 0 <= self.lovasz < float("inf"):
+            raise ValueError(f"--lovasz must be a finite weight of 0 or more, got {self.lovasz}")
         if self.val_fraction is not None and not 0 < self.val_fraction < 1:
             raise ValueError(f"--val-fraction must lie strictly between 0 and 1, got {self.val_fraction}")
         if self.color_tolerance < 0:

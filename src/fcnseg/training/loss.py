@@ -2,7 +2,8 @@
 
 Optionally only the hardest share of the labelled pixels counts (bootstrapped cross-entropy, the top-k form of
 online hard example mining): the pixels a thin structure covers are few, and most of the easy road and sky pixels
-then stop diluting their gradient.
+then stop diluting their gradient. An added Lovasz-softmax term (Berman et al., CVPR 2018) optimises the mean
+IoU itself, each present class weighing the same however few pixels it covers.
 """
 
 from __future__ import annotations
@@ -70,3 +71,29 @@ def loss_terms(
     hardest = losses.topk(math.ceil(hard_fraction * losses.numel())).indices
     count = torch.tensor(hardest.numel(), device=logits.device) if weight is None else weight[classes[hardest]].sum()
     return losses[hardest].sum(), count
+
+
+def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The Lovasz-softmax loss: the mean over the classes present in ``target`` of the Lovasz extension of 1 - IoU.
+
+    Computed over the whole batch (one IoU per class, as the evaluation does), from the softmax probabilities;
+    at one-hot probabilities it equals ``mean_c (1 - IoU_c)`` exactly. Shapes as in :func:`segmentation_loss`.
+
+    Returns:
+        A scalar; 0 (with a gradient) when the batch has no labelled pixel.
+    """
+    probs = logits.float().softmax(1).movedim(1, -1).reshape(-1, logits.shape[1])
+    target = target.reshape(-1)
+    labelled = target != IGNORE_INDEX
+    probs, target = probs[labelled], target[labelled]
+    present = target.unique()
+    if present.numel() == 0:
+        return logits.sum() * 0.0
+    truth = (present[:, None] == target[None, :]).float()  # (C, P): one row per present class
+    errors, order = (truth - probs[:, present].t()).abs().sort(dim=1, descending=True)
+    truth = truth.gather(1, order)
+    # Gradient of the Lovasz extension: the change of the Jaccard loss as the sorted pixels join one by one.
+    positives = truth.sum(1, keepdim=True)
+    jaccard = 1 - (positives - truth.cumsum(1)) / (positives + (1 - truth).cumsum(1))
+    jaccard = torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)
+    return (errors * jaccard).sum(1).mean()

@@ -18,7 +18,8 @@ from test_training import _config, _interrupt_at, shapes  # noqa: F401 (the fixt
 from fcnseg import create_model
 from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.inference.export import export_model
-from fcnseg.training.loop import Trainer, _LossWindow, train
+from fcnseg.training.loop import Trainer, train
+from fcnseg.training.runlog import LossWindow
 
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
@@ -26,13 +27,13 @@ CLASSES = {"names": ["a", "b", "c"], "colors": [[0, 0, 0], [1, 1, 1], [2, 2, 2]]
 
 
 def test_loss_window_averages_finite_losses_and_counts_the_others() -> None:
-    window = _LossWindow()
+    window = LossWindow()
     for value in (1.0, float("nan"), 2.0, float("inf")):
         window.add(torch.tensor(value), images=4)
     window.add(None, images=4)  # a batch skipped before its step (fp32/bf16 with --skip-nonfinite)
     assert window.read() == (1.5, 2)
     assert window.images == 20 and window.steps == 4
-    assert _LossWindow().read() == (0.0, 0)
+    assert LossWindow().read() == (0.0, 0)
 
 
 def test_steps_return_device_tensors_and_rows_log_their_mean(shapes, tmp_path, monkeypatch) -> None:  # noqa: F811

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,7 @@ from fcnseg.data import (
     train_transforms,
 )
 from fcnseg.evaluation import evaluate
-from fcnseg.evaluation.plots import plot_curves
-from fcnseg.models import HEADS, create_model, list_models, load_init_weights
+from fcnseg.models import create_model, load_init_weights
 
 from .config import TrainConfig
 from .data import BadBatch, EpochBatches, SeededAugmentation, training_loader
@@ -47,9 +45,11 @@ from .guards import (
     finite_weights,
     write_failed,
 )
+from .runlog import LossWindow, RunLog
+from .staged import finished_summary, stage_configs
 from .step import SGDStep
 
-__all__ = ["RunLog", "Trainer", "resolve_device", "train"]
+__all__ = ["Trainer", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -61,86 +61,6 @@ def _class_weights(config: TrainConfig, split: str) -> torch.Tensor | None:
     weights = median_frequency_weights(report.class_counts(split))
     log.info("median-frequency class weights: %s", " ".join(f"{w:.3f}" for w in weights))
     return torch.as_tensor(weights, dtype=torch.float32)
-
-
-class _LossWindow:
-    """The losses of the steps since the last logged row, summed on the device and read back once per row.
-
-    A loss that is ``None`` (a batch skipped in fp32/bf16) is not counted; a non-finite one (fp16, whose grad scaler
-    skipped the update) is counted as skipped, not summed.
-    """
-
-    def __init__(self) -> None:
-        self.total: torch.Tensor | None = None
-        self.finite: torch.Tensor | None = None
-        self.steps, self.images, self.start = 0, 0, time.perf_counter()
-
-    def add(self, loss: torch.Tensor | None, images: int) -> None:
-        self.images += images
-        if loss is None:
-            return
-        finite = torch.isfinite(loss)
-        value = torch.where(finite, loss, torch.zeros_like(loss))
-        self.total = value if self.total is None else self.total + value
-        self.finite = finite.long() if self.finite is None else self.finite + finite
-        self.steps += 1
-
-    def read(self) -> tuple[float, int]:
-        """Mean loss of the finite steps and the number of non-finite ones (one device-to-host copy)."""
-        if self.total is None or self.finite is None:
-            return 0.0, 0
-        total, finite = torch.stack([self.total.float(), self.finite.float()]).tolist()
-        return total / max(finite, 1), self.steps - int(finite)
-
-
-class RunLog:
-    """``metrics.jsonl`` (one JSON object per row), ``curves.png`` and optionally TensorBoard events in the run folder.
-
-    With ``write=False`` (processes other than rank 0) nothing is written.
-    """
-
-    def __init__(self, folder: Path, resume_step: int | None, *, write: bool = True, tensorboard: bool = False) -> None:
-        self.path = folder / "metrics.jsonl"
-        self.curves = folder / "curves.png"
-        self.rows: list[dict] = []
-        self.write, self.board = write, None
-        if not write:
-            return
-        if resume_step is not None and self.path.exists():  # drop rows written after the checkpoint
-            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-            self.rows = [r for r in rows if r["step"] <= resume_step]
-        write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
-        if tensorboard:
-            self.board = _summary_writer(folder / "tensorboard", None if resume_step is None else resume_step + 1)
-
-    def add(self, row: dict) -> None:
-        if not self.write:
-            return
-        self.rows.append(row)
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.board is not None:
-            for key, value in row.items():
-                if key not in ("step", "epoch") and isinstance(value, int | float):
-                    self.board.add_scalar(key.replace("val_", "val/", 1), value, row["step"])
-            self.board.flush()
-
-    def plot(self) -> None:
-        if self.write:
-            plot_curves(self.rows, self.curves)
-
-    def close(self) -> None:
-        if self.board is not None:
-            self.board.close()
-
-
-def _summary_writer(folder: Path, purge_step: int | None):
-    """A TensorBoard writer; on resume, events from ``purge_step`` on (written after the checkpoint) are dropped."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as err:
-        raise ValueError("--tensorboard needs the tensorboard package: pip install 'fcnseg[tensorboard]'") from err
-    return SummaryWriter(str(folder), purge_step=purge_step)
 
 
 class Trainer:
@@ -371,7 +291,7 @@ class Trainer:
     def _loop(self, loader, bar) -> dict:
         """Steps until the end; logs every ``log_every`` steps and validates every ``val_every``."""
         c, metrics = self.config, {}
-        window = _LossWindow()
+        window = LossWindow()
         with cudnn_benchmark(self.device.type == "cuda"):  # every training batch has the crop size
             while self.step < self.total and self.stop.requested is None:
                 batch = next(loader)
@@ -385,13 +305,13 @@ class Trainer:
                 bar.update(1)
                 if self.step % c.log_every == 0 or self.step == self.total:
                     self._log_row(window, bar)
-                    window = _LossWindow()
+                    window = LossWindow()
                 if self.step % c.val_every == 0 or self.step == self.total:
                     metrics = self._evaluate_and_save()
                     window.start = time.perf_counter()  # validation time is not training time
         return metrics
 
-    def _log_row(self, window: _LossWindow, bar) -> None:
+    def _log_row(self, window: LossWindow, bar) -> None:
         """The logged row of the steps in ``window`` (the one read back from the device per row)."""
         seconds = time.perf_counter() - window.start
         self.elapsed += seconds
@@ -498,46 +418,6 @@ def _brief(metrics: dict) -> dict:
     return {k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou") if k in metrics}
 
 
-def stage_configs(config: TrainConfig) -> list[TrainConfig]:
-    """The runs of ``--staged``: the coarsest head, then each finer one down to ``config.model``'s, in ``OUT/<head>``.
-
-    Stage ``i`` trains at ``lr * stage_lr_factor**i`` and starts from the previous stage's best checkpoint (the
-    first from ``init_from``, if any, and the backbone weights). The modern preset keeps one rate for every stage
-    (``stage_lr_factor`` 1: each stage runs its own poly schedule from the base rate, and no measurement here shows
-    a lower one to help); the paper preset divides it by 100 per stage, as the reference solvers do.
-    """
-    head, _, arch = config.model.partition("_")
-    available = list_models(f"*_{arch}")  # SqueezeNet has no FCN-32s: its stages start at FCN-16s
-    heads = [
-        h for h, s in sorted(HEADS.items(), key=lambda kv: -kv[1]) if s >= HEADS[head] and f"{h}_{arch}" in available
-    ]
-    stages, previous = [], config.init_from
-    for i, stage in enumerate(heads):
-        folder = Path(config.out) / stage
-        stages.append(
-            replace(
-                config,
-                model=f"{stage}_{arch}",
-                out=str(folder),
-                staged=False,
-                init_from=previous,
-                lr=config.lr * config.stage_lr_factor**i,
-                backbone_weights=config.backbone_weights if i == 0 else None,  # later: from the previous stage
-            )
-        )
-        previous = str(folder / "best.pt")
-    return stages
-
-
-def _finished_summary(folder: Path) -> dict | None:
-    """The summary of a stage that ran to its end (its ``last.pt`` is at the step ``summary.json`` reports)."""
-    summary, last = folder / "summary.json", folder / "last.pt"
-    if not (summary.is_file() and last.is_file()):
-        return None
-    done = json.loads(summary.read_text())
-    return done if load_checkpoint(last)["train_state"]["step"] == done["steps"] else None
-
-
 def train(config: TrainConfig) -> dict:
     """Train as ``config`` says; with ``staged``, FCN-32s, then 16s, then 8s, each initialised from the last.
 
@@ -558,7 +438,7 @@ def _train(config: TrainConfig, world: World) -> dict:
     summaries = {}
     for stage_config in stage_configs(config):
         folder, stage = Path(stage_config.out), stage_config.model.partition("_")[0]
-        finished = _finished_summary(folder) if config.resume else None
+        finished = finished_summary(folder) if config.resume else None
         if finished is not None:
             log.info("stage %s already finished in %s; --resume goes on with the next", stage, folder)
             summaries[stage] = finished

@@ -129,7 +129,7 @@ def test_epoch_batches_are_seeded_permutations_and_resume_in_place() -> None:
     assert (resumed.start_epoch, resumed.start_position) == (1, 0)
 
 
-def test_camvid_preset_is_the_modern_one_with_its_steps_and_hardest_pixels() -> None:
+def test_camvid_preset_is_the_modern_one_with_its_steps_hardest_pixels_and_lovasz_term() -> None:
     from fcnseg.cli.main import build_parser
     from fcnseg.training.config import config_from_args
 
@@ -139,8 +139,9 @@ def test_camvid_preset_is_the_modern_one_with_its_steps_and_hardest_pixels() -> 
         return config_from_args(parser.parse_args(["train", "--data-root", "d", *flags]))
 
     modern, camvid = config(), config("--preset", "camvid")
-    assert (modern.hard_fraction, modern.iters) == (1.0, 2000)
-    assert (camvid.hard_fraction, camvid.iters, camvid.epochs) == (0.25, 8000, None)
+    assert (modern.hard_fraction, modern.lovasz, modern.iters) == (1.0, 0.0, 2000)
+    assert (camvid.hard_fraction, camvid.lovasz, camvid.iters, camvid.epochs) == (0.25, 1.0, 8000, None)
+    assert config("--preset", "camvid", "--lovasz", "0").lovasz == 0.0  # a flag overrides the preset
     assert camvid.lr == modern.lr and camvid.warmup == modern.warmup == 100
     by_epochs = config("--preset", "camvid", "--epochs", "3")  # the preset's step count yields to --epochs
     assert (by_epochs.iters, by_epochs.epochs) == (None, 3)
@@ -310,7 +311,7 @@ ANY_SECONDS = _AnySeconds()
 
 
 def test_paper_preset_divides_the_learning_rate_by_100_per_stage_like_the_reference_solvers() -> None:
-    from fcnseg.training.loop import stage_configs
+    from fcnseg.training.staged import stage_configs
 
     # voc-fcn32s/solver.prototxt base_lr 1e-10, voc-fcn16s 1e-12, voc-fcn8s 1e-14 (the reference's VGG16 nets).
     config = TrainConfig(**(PRESETS["paper"] | dict(model="fcn8s_vgg16", data_root="d", staged=True))).resolved()

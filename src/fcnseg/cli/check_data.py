@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
-from fcnseg.cli.dataset_args import add_dataset_arguments, dataset_options
+from fcnseg.cli.dataset_args import add_dataset_arguments, data_options
+from fcnseg.cli.main import UserError
 from fcnseg.data import IGNORE_INDEX, DataReport, check_dataset, median_frequency_weights
 
 
@@ -63,16 +62,30 @@ def format_report(report: DataReport, weights: bool = False) -> str:
             lines.append(row)
         void = counts.void_pixels
         lines.append(f"  {IGNORE_INDEX:>3}  {'(void)':<20} {void:>12d} {void / total:>8.4f} of all")
-        if not np.all(counts.pixels):
-            absent = [report.classes.names[k] for k in np.flatnonzero(counts.pixels == 0)]
-            lines.append(f"  classes never seen: {', '.join(absent)}")
+    for split, reading in report.readings.items():
+        if reading:
+            lines.append(f"masks of {split}: {reading}")
     lines.extend(_color_lines(report))
-    if report.problems:
-        lines.append(f"{len(report.problems)} problem(s):")
-        lines.extend(f"  {problem}" for problem in report.problems)
-    else:
-        lines.append("no problems found")
+    lines.extend(_problem_lines(report))
     return "\n".join(lines)
+
+
+def _problem_lines(report: DataReport) -> list[str]:
+    """Problems one per line, masks stored at another scale as one group, then warnings."""
+    errors = [p for p in report.problems if p.kind in ("error", "labels")]
+    scaled = [p for p in report.problems if p.kind == "scale"]
+    warnings = [p for p in report.problems if p.kind == "warning"]
+    lines = []
+    if errors or scaled:
+        lines.append(f"{len(errors) + len(scaled)} problem(s):")
+        lines.extend(f"  {problem}" for problem in errors)
+    if scaled:
+        lines.append(f"  {len(scaled)} mask(s) stored at another scale than their images, with the same aspect "
+                     f"ratio; e.g. {scaled[0]}")  # fmt: skip
+    lines.extend(f"warning: {problem}" for problem in warnings)
+    if not errors and not scaled:
+        lines.append("no problems found")
+    return lines
 
 
 def _color_lines(report: DataReport) -> list[str]:
@@ -95,8 +108,11 @@ def _color_lines(report: DataReport) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Scan the dataset; print the report; 0 if clean, 1 if any problem was found."""
+    options = data_options(args)
+    if not options.dataset or not options.data_root:
+        raise UserError("give --dataset (folder for your own images/ and masks/ folders) and --data-root DIR")
     report = check_dataset(
-        args.dataset, args.data_root, args.splits, progress=not args.no_progress, **dataset_options(args)
+        options.dataset, options.data_root, args.splits, progress=not args.no_progress, **options.builder_options()
     )
     print(format_report(report, weights=args.weights))
     return 0 if report.ok else 1

@@ -1,5 +1,9 @@
 """``fcnseg eval CHECKPOINT --dataset NAME --data-root DIR --split SPLIT``: score a checkpoint on a dataset split.
 
+A checkpoint records the dataset options of its run (``config``), so ``fcnseg eval RUN/best.pt --split test`` reads
+the data as the run did; flags given here override them. A folder dataset split by ``--val-fraction`` keeps its
+lists in the run folder (``RUN/splits/val.txt``), which ``--split val`` finds.
+
 CHECKPOINT may also be a model written by ``fcnseg export`` (``.onnx``, OpenVINO ``.xml``) or ``fcnseg quantize``
 (int8 ``.xml``): it is scored through the same runtime and engine as ``fcnseg predict`` runs it. ``--backend`` has
 the default of ``fcnseg predict``'s (``auto``: OpenVINO when installed and on CPU), so eval scores predict's masks.
@@ -17,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from fcnseg.cli.dataset_args import add_dataset_arguments, dataset_options
+from fcnseg.cli.dataset_args import add_dataset_arguments, data_options
 from fcnseg.cli.main import UserError
 from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device
 from fcnseg.core.distributed import World, distributed_session
-from fcnseg.data import build_dataset, eval_transforms
+from fcnseg.data import DataOptions, build_dataset, dataset_splits, eval_transforms
 from fcnseg.inference.predictor import Predictor
 from fcnseg.inference.runtimes import BACKENDS
 
@@ -125,6 +129,30 @@ def _dataset_num_classes(dataset: object) -> int | None:
     return len(classes.names) if hasattr(classes, "names") else len(classes)
 
 
+def _data_options(args: argparse.Namespace, num_classes: int) -> DataOptions:
+    """The dataset options: the flags given over those the checkpoint's run recorded."""
+    recorded = {}
+    if args.checkpoint.suffix.lower() not in (".onnx", ".xml"):
+        from fcnseg.core.checkpoint import load_checkpoint
+
+        recorded = load_checkpoint(args.checkpoint).get("config") or {}
+    options = data_options(args, recorded)
+    if not options.dataset or not options.data_root:
+        raise UserError("give --dataset and --data-root (a checkpoint of `fcnseg train` records them; an exported "
+                        "model does not)")  # fmt: skip
+    if options.dataset == "folder" and options.classes is None and options.mask_values is None:
+        options.num_classes = options.num_classes or num_classes  # index masks of the model's classes
+    return options
+
+
+def _split(checkpoint: Path, options: DataOptions, split: str) -> str:
+    """``split``, or the list the run wrote for it (``RUN/splits/val.txt``) when the dataset has no such split."""
+    if options.dataset != "folder" or split in dataset_splits("folder", options.data_root):
+        return split
+    run_list = checkpoint.parent / "splits" / f"{split}.txt"
+    return str(run_list) if run_list.is_file() else split
+
+
 def _predictor(args: argparse.Namespace, mode: str, device: torch.device) -> Predictor:
     """The predictor ``fcnseg predict`` would build for ``args.checkpoint`` and ``args.backend``, with eval's
     inference settings (tiling, scales, flip, precision)."""
@@ -175,24 +203,24 @@ def _evaluate(args: argparse.Namespace, mode: str, world: World) -> int:
     num_classes = len(classes["names"])
 
     transforms = eval_transforms(predictor.mean, predictor.std)
-    try:
-        options = dataset_options(args, num_classes=num_classes)
-    except ValueError as err:
-        raise UserError(str(err)) from err
-    dataset = build_dataset(args.dataset, args.data_root, args.split, transforms=transforms, **options)
+    options = _data_options(args, num_classes)
+    split = _split(args.checkpoint, options, args.split)
+    dataset = build_dataset(
+        options.dataset, options.data_root, split, transforms=transforms, **options.builder_options()
+    )
     found = _dataset_num_classes(dataset)
     if found is not None and found != num_classes:
         raise UserError(
-            f"dataset {args.dataset!r} has {found} classes but checkpoint {args.checkpoint} predicts {num_classes}; "
+            f"dataset {options.dataset!r} has {found} classes but checkpoint {args.checkpoint} predicts {num_classes}; "
             "evaluate on the dataset the model was trained for"
         )
     names = getattr(getattr(dataset, "classes", None), "names", None)
     if names is not None and list(names) != list(classes["names"]):
         logger.warning("dataset class names %s differ from the checkpoint's %s", list(names), classes["names"])
     if len(dataset) == 0:
-        raise UserError(f"split {args.split!r} of {args.dataset} under {args.data_root} has no images")
+        raise UserError(f"split {split!r} of {options.dataset} under {options.data_root} has no images")
     logger.info(
-        "evaluating %s on %s/%s: %d images on %s", args.checkpoint, args.dataset, args.split, len(dataset), device
+        "evaluating %s on %s/%s: %d images on %s", args.checkpoint, options.dataset, split, len(dataset), device
     )
 
     result = evaluate(  # the predictor's device and inference settings are used
@@ -211,7 +239,7 @@ def _evaluate(args: argparse.Namespace, mode: str, world: World) -> int:
     rate = result.num_images / max(result.seconds, 1e-9)
     print(f"{result.num_images} images in {result.seconds:.1f} s ({rate:.2f} img/s)")
     backend = f"{predictor.backend} {predictor.computes_in}"
-    extra = {"checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": args.split, "backend": backend}
+    extra = {"checkpoint": str(args.checkpoint), "dataset": options.dataset, "split": split, "backend": backend}
     written = write_report(result, classes, args.out, json_path=args.json, extra=extra)
     for kind, path in written.items():
         print(f"wrote {kind}: {path}")

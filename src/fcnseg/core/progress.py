@@ -19,6 +19,8 @@ T = TypeVar("T")
 
 LOG_EVERY_SECONDS = 30.0
 """Without a terminal, the longest time between two progress lines."""
+QUIET_SECONDS = 5.0
+"""Without a terminal, no progress line before this many seconds: a loop done in a few seconds logs nothing."""
 
 
 def stderr_is_terminal() -> bool:
@@ -29,6 +31,8 @@ def stderr_is_terminal() -> bool:
 class LogProgress:
     """The part of tqdm's interface fcnseg uses, writing ``desc: n/total (p%) [postfix], rate`` log lines.
 
+    The first line comes after ``quiet`` seconds at the earliest, so short loops stay silent.
+
     Args:
         total: number of steps (``None`` when unknown).
         initial: steps already done (a resumed run).
@@ -36,6 +40,7 @@ class LogProgress:
         unit: name of a step.
         every: a line every ``every`` steps (default: about 20 lines per run).
         seconds: and at least one every ``seconds`` seconds.
+        quiet: seconds without any line at the start.
     """
 
     def __init__(
@@ -46,10 +51,11 @@ class LogProgress:
         unit: str = "it",
         every: int | None = None,
         seconds: float = LOG_EVERY_SECONDS,
+        quiet: float = QUIET_SECONDS,
     ) -> None:
         self.total, self.n, self.desc, self.unit = total, initial, desc, unit
         self.every = every or max(1, (total or 0) // 20) or 1
-        self.seconds = seconds
+        self.seconds, self.quiet = seconds, quiet
         self.postfix = ""
         self._start = self._last_time = time.monotonic()
         self._start_n = self._last_n = initial
@@ -59,6 +65,8 @@ class LogProgress:
         self.n += n
         now = time.monotonic()
         done = self.total is not None and self.n >= self.total
+        if now - self._start < self.quiet:
+            return
         if done or self.n - self._last_n >= self.every or now - self._last_time >= self.seconds:
             self._emit(now)
 

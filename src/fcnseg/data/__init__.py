@@ -29,6 +29,7 @@ _EXPORTS = {
     "SegmentationDataset": "fcnseg.data.dataset",
     "DataError": "fcnseg.data.errors",
     "folder_dataset": "fcnseg.data.folder",
+    "DataOptions": "fcnseg.data.options",
     "DATASETS": "fcnseg.data.registry",
     "build_dataset": "fcnseg.data.registry",
     "dataset_splits": "fcnseg.data.registry",

@@ -20,7 +20,7 @@ import torch
 from fcnseg.core.progress import progress_bar
 from fcnseg.data.classes import IGNORE_INDEX, RGB, ClassInfo
 from fcnseg.data.colors import ColorTable
-from fcnseg.data.dataset import SegmentationDataset
+from fcnseg.data.dataset import LabelDecoder, MaskScaleError, SegmentationDataset
 from fcnseg.data.errors import DataError
 from fcnseg.data.registry import build_dataset, dataset_splits, default_splits
 
@@ -113,11 +113,17 @@ def median_frequency_weights(counts: ClassCounts, *, void_in_median: bool = Fals
 
 @dataclass
 class Problem:
-    """One problem found by :func:`check_dataset`: the file (or split) and what is wrong."""
+    """One problem found by :func:`check_dataset`: the file (or split) and what is wrong.
+
+    ``kind`` is ``"error"`` (a file that cannot be used, or masks whose classes would be voided), ``"labels"``
+    (labels that make a mean IoU mislead: a class never seen, a single class), ``"scale"`` (a mask stored at another
+    scale than its image, reported as one group) or ``"warning"`` (suspicious, not fatal).
+    """
 
     split: str
     file: str
     message: str
+    kind: str = "error"
 
     def __str__(self) -> str:
         return f"[{self.split}] {self.file}: {self.message}"
@@ -175,11 +181,12 @@ class DataReport:
     unknown_pixels: Counter[RGB] = field(default_factory=Counter)
     unknown_files: Counter[RGB] = field(default_factory=Counter)
     near_colors: Counter[tuple[RGB, RGB]] = field(default_factory=Counter)
+    readings: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        """True when no problem was found."""
-        return not self.problems
+        """True when no problem was found (warnings aside)."""
+        return not any(p.kind != "warning" for p in self.problems)
 
     def class_counts(self, *splits: str) -> ClassCounts:
         """Class statistics summed over ``splits`` (all scanned splits when none are named)."""
@@ -253,18 +260,96 @@ def scan_split(dataset: SegmentationDataset, split: str, report: DataReport, *, 
         except DataError as err:
             path, sep, message = str(err).partition(": ")
             is_path = sep and Path(path) in (image_path, mask_path)
+            kind = "scale" if isinstance(err, MaskScaleError) else "error"
             report.problems.append(
-                Problem(split, path if is_path else str(mask_path), message if is_path else str(err))
+                Problem(split, path if is_path else str(mask_path), message if is_path else str(err), kind)
             )
             continue
         split_report.num_ok += 1
         split_report.counts.add(mask.numpy())
         split_report.sizes[(int(image.shape[1]), int(image.shape[2]))] += 1
     report.splits[split] = split_report
+    report.problems += label_findings(split, split_report.counts, dataset)
+    report.readings[split] = mask_reading(dataset.decode_mask)
     table = getattr(dataset.decode_mask, "colors", None)
     if isinstance(table, ColorTable):
         report.unknown_pixels.update(table.unknown_pixels)
         report.unknown_files.update(table.unknown_files)
         report.near_colors.update(table.near)
         table.reset_counts()
+    if isinstance(dataset.decode_mask, LabelDecoder):
+        dataset.decode_mask.reset_counts()
     logger.info("%s/%s: %d of %d items read without problems", report.name, split, split_report.num_ok, len(dataset))
+
+
+VOID_MAJORITY = 0.5
+"""Share of a split's pixels above which void is reported: most of the data would teach nothing."""
+
+
+def label_findings(split: str, counts: ClassCounts, dataset: SegmentationDataset) -> list[Problem]:
+    """What the labels of a scanned split say about the options: binary masks whose foreground would be voided
+    (an error), classes that never occur and a split of a single class (errors: a mean IoU over them would mislead),
+    void over most of the pixels (a warning).
+
+    Args:
+        split: the split's name, for the messages.
+        counts: the split's class statistics.
+        dataset: the scanned dataset (its decoder counted the stored values).
+    """
+    found = []
+    decoder = dataset.decode_mask
+    silent = decoder.silent_void() if isinstance(decoder, LabelDecoder) else None
+    if silent:
+        found.append(Problem(split, _mask_folder(dataset), silent))
+    if counts.total_pixels == 0:
+        return found
+    names = dataset.classes.names
+    present = np.flatnonzero(counts.pixels)
+    if len(names) > 1 and len(present) == 1:
+        message = (
+            f"the split holds a single class, {names[present[0]]}: a model that predicts it everywhere scores "
+            "100 %; check the mask options (check-data names the reading it applied)"
+        )
+        found.append(Problem(split, "(labels)", message, "labels"))
+    elif len(present) < len(names):
+        absent = [names[k] for k in np.flatnonzero(counts.pixels == 0)]
+        found.append(Problem(split, "(labels)", f"classes never seen: {', '.join(absent)}", "labels"))
+    void_share = counts.void_pixels / counts.total_pixels
+    if void_share > VOID_MAJORITY:
+        found.append(Problem(split, "(labels)", f"void covers {100 * void_share:.0f} % of the pixels", "warning"))
+    return found
+
+
+def mask_reading(decoder: object) -> str:
+    """How the scanned masks were read: ``"42 single-channel masks as class indices 0..10"``, and colour ones."""
+    if not isinstance(decoder, LabelDecoder):
+        return ""
+    parts = []
+    if decoder.files["single-channel"]:
+        parts.append(f"{decoder.files['single-channel']} single-channel mask(s) as {decoder.reading}")
+    if decoder.files["colour"]:
+        parts.append(f"{decoder.files['colour']} colour mask(s) by the class colours")
+    return ", ".join(parts)
+
+
+def _mask_folder(dataset: SegmentationDataset) -> str:
+    return str(dataset.files[0][1].parent) if dataset.files else "(masks)"
+
+
+def scan_labels(dataset: SegmentationDataset, split: str, *, limit: int = 2000) -> tuple[ClassCounts, list[Problem]]:
+    """Decode the masks (not the images) of ``dataset``, at most ``limit`` of them evenly spread, and return their
+    class statistics and :func:`label_findings`: what ``fcnseg train`` checks before its first step.
+
+    Unreadable masks are passed over here; reading the pairs reports them.
+    """
+    counts = ClassCounts.zeros(dataset.classes.num_classes)
+    step = max(1, len(dataset) // limit)
+    for _, mask_path in dataset.files[::step][:limit]:
+        try:
+            counts.add(dataset.decode_mask(mask_path))
+        except (DataError, OSError):
+            continue
+    findings = label_findings(split, counts, dataset)
+    if isinstance(dataset.decode_mask, LabelDecoder):
+        dataset.decode_mask.reset_counts()
+    return counts, findings

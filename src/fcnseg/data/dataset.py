@@ -7,8 +7,10 @@ and cached.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -28,21 +30,42 @@ logger = logging.getLogger(__name__)
 Transforms = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[torch.Tensor, torch.Tensor]]
 
 
+class MaskScaleError(DataError):
+    """A mask stored at another scale than its image, with the same aspect ratio (``--resize-masks`` fixes it)."""
+
+
+def same_aspect(mask_hw: tuple[int, int], image_hw: tuple[int, int]) -> bool:
+    """True when a mask of ``mask_hw`` is the image ``image_hw`` scaled, within a pixel of rounding on either side."""
+    (mh, mw), (h, w) = mask_hw, image_hw
+    return abs(mh * w - h * mw) <= max(w, h)
+
+
+def resize_nearest(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(h, w)`` labels -> ``size``, each output pixel taking the label under its centre (never interpolated)."""
+    out = torch.nn.functional.interpolate(mask[None, None].float(), size=size, mode="nearest-exact")
+    return out[0, 0].to(mask.dtype)
+
+
 class LabelDecoder:
     """Turns a stored label map into class indices ``0..K-1`` with void = 255, and rejects unknown values.
 
-    Stored values are mapped through a 256-entry look-up table (``lut[v]`` is the class of value ``v``, 255 for
-    void, -1 for "not a valid label"); colour-coded masks (RGB, and palette masks when ``colors`` is given: their
-    palette order need not be the class order) are decoded through a :class:`~fcnseg.data.colors.ColorTable`.
+    Single-channel masks are mapped through a look-up table (``lut[v]`` is the class of stored value ``v``, 255 for
+    void, -1 for "not a valid label"): class indices, grey levels of a class file, or ``--mask-values``. Colour-coded
+    masks (RGB, and palette masks when ``colors`` is given: their palette order need not be the class order) are
+    decoded through a :class:`~fcnseg.data.colors.ColorTable`. The decoder counts the stored values of the
+    single-channel masks it reads (:attr:`seen`), so that a scan can tell binary 0/255 masks read as indices.
 
     Args:
         num_classes: ``K``; used for the identity table.
-        lut: ``(256,)`` or longer int table from stored value to class; ``None`` for the identity on ``0..K-1``
-            plus 255 as void.
+        lut: int table from stored value to class; ``None`` for the identity on ``0..K-1`` plus 255 as void.
         colors: for colour-coded masks, a :class:`ColorTable` of the class and void colours.
-        index_ok: with ``colors``, still accept one-channel (grayscale) masks as class indices.
+        index_ok: with ``colors``, still accept one-channel (grayscale) masks through ``lut``.
         read: function that reads the stored label map of a path (default: palette masks as indices, or as their
             RGB colours when ``colors`` is given).
+        reading: how single-channel values are read, for messages (``"class indices"``, ``"grey levels of ..."``).
+        void_declared: 255 means void because the format or the user says so (VOC, a class file's void line,
+            ``--void-index``), not only by fcnseg's convention for index masks.
+        hint: the flags that map values, named in the error for an unknown stored value.
     """
 
     def __init__(
@@ -52,6 +75,9 @@ class LabelDecoder:
         colors: ColorTable | None = None,
         index_ok: bool = False,
         read: Callable[[Path], np.ndarray] | None = None,
+        reading: str = "class indices",
+        void_declared: bool = True,
+        hint: str = "check the dataset name, --num-classes or --void-index",
     ) -> None:
         if lut is None:
             lut = np.full(256, -1, dtype=np.int64)
@@ -62,6 +88,11 @@ class LabelDecoder:
         self.read = read or partial(read_label_png, palette_as_rgb=colors is not None)
         self.index_ok = index_ok
         self.colors = colors
+        self.reading, self.void_declared, self.hint = reading, void_declared, hint
+        self.seen: Counter[int] = Counter()
+        """Stored value -> pixels, over the single-channel masks decoded (per process)."""
+        self.files: Counter[str] = Counter()
+        """``"single-channel"`` / ``"colour"`` -> masks decoded each way (per process)."""
 
     def __call__(self, path: Path) -> np.ndarray:
         """Read and decode ``path``: ``(H, W)`` uint8 array of class indices and 255 for void.
@@ -72,7 +103,10 @@ class LabelDecoder:
         raw = self.read(path)
         if raw.ndim == 3:
             if self.colors is None:
-                raise DataError(f"{path}: colour-coded (RGB) mask but no class colours were given; pass a class file")
+                raise DataError(
+                    f"{path}: colour-coded (RGB) mask but no class colours were given; pass a class file (--classes)"
+                )
+            self.files["colour"] += 1
             return self.colors(raw, path)
         if raw.ndim != 2:
             raise DataError(f"{path}: label map has shape {raw.shape}, expected (H, W) or (H, W, 3)")
@@ -84,19 +118,52 @@ class LabelDecoder:
             raw = raw.astype(np.uint8)
         if raw.dtype.kind not in "ui":
             raise DataError(f"{path}: label values are {raw.dtype}, expected integers (class indices)")
+        self.files["single-channel"] += 1
         if raw.dtype == np.uint8:
-            labels = self.lut[raw]
+            hist = np.bincount(raw.ravel(), minlength=256)
+            values = np.flatnonzero(hist)
+            self.seen.update(dict(zip(values.tolist(), hist[values].tolist(), strict=True)))
+            labels = self.lut[raw] if len(self.lut) >= 256 else self._wide(raw)
         else:  # 16/32-bit values: those outside the table are invalid too, and named with the others
             raw = raw.astype(np.int64)
-            inside = (raw >= 0) & (raw < len(self.lut))
-            labels = np.where(inside, self.lut[np.where(inside, raw, 0)], -1)
+            values, counts = np.unique(raw, return_counts=True)
+            self.seen.update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+            labels = self._wide(raw)
         if (labels < 0).any():
             bad = np.unique(raw[labels < 0])[:10]
             raise DataError(
-                f"{path}: label values {bad.tolist()} are neither a class (0..{self.num_classes - 1}) nor void; "
-                "check the dataset name, --num-classes or --void-index"
+                f"{path}: stored values {bad.tolist()} are neither a class nor void when read as {self.reading}; "
+                f"{self.hint}"
             )
         return labels.astype(np.uint8)
+
+    def _wide(self, raw: np.ndarray) -> np.ndarray:
+        raw = raw.astype(np.int64)
+        inside = (raw >= 0) & (raw < len(self.lut))
+        return np.where(inside, self.lut[np.where(inside, raw, 0)], -1)
+
+    def silent_void(self) -> str | None:
+        """One line when the masks seen hold just one class value and 255 read as void by convention only: binary
+        0/255 masks (the commonest custom format) whose foreground would silently become void; else ``None``."""
+        values = sorted(v for v, n in self.seen.items() if n)
+        if (
+            self.void_declared
+            or len(values) != 2
+            or values[1] != IGNORE_INDEX
+            or self.lut[IGNORE_INDEX] != IGNORE_INDEX
+        ):
+            return None
+        return (
+            f"the masks hold only the values {values[0]} and 255, read as {self.reading}: 255 would be void and every "
+            f"labelled pixel class {self.lut[values[0]]}. Map the values to classes with --mask-values {values[0]} 255 "
+            f"(or a class file with grey colours, e.g. 'background {values[0]} {values[0]} {values[0]}' and "
+            "'foreground 255 255 255')"
+        )
+
+    def reset_counts(self) -> None:
+        """Forget the values and files counted so far."""
+        self.seen.clear()
+        self.files.clear()
 
 
 class SegmentationDataset(Dataset):
@@ -112,9 +179,11 @@ class SegmentationDataset(Dataset):
         transforms: paired transform called as ``transforms(image, mask)``.
         cache: keep every decoded uint8 sample in memory, so each file is decoded once per process (with a
             ``DataLoader``, once per worker: use ``persistent_workers=True``). Off by default: a pair takes 4 bytes
-            per pixel (uint8 RGB and mask); the process's RSS grew by 777 kB per 360x480 CamVid pair (271 MB for
-            its 367 training pairs); a 1024x2048 Cityscapes pair is 8.4 MB, 25 GB for 2975 pairs per worker.
+            per pixel (uint8 RGB and mask), so 4 x H x W x pairs per process: 0.25 GB for CamVid's 367 training
+            pairs of 360x480, 25 GB for Cityscapes' 2975 of 1024x2048.
         verify: check at construction that every listed file exists.
+        resize_masks: a mask stored at another scale than its image, with the same aspect ratio, is resized to the
+            image (nearest neighbour); without it, such a mask raises :class:`MaskScaleError`.
 
     Raises:
         DataError: with ``verify``, files are missing (all of them are named, up to a limit).
@@ -128,8 +197,10 @@ class SegmentationDataset(Dataset):
         transforms: Transforms | None = None,
         cache: bool = False,
         verify: bool = True,
+        resize_masks: bool = False,
     ) -> None:
         self.files = [(Path(i), Path(m)) for i, m in files]
+        self.resize_masks = resize_masks
         self.classes = classes
         self.decode_mask = decode_mask
         self.transforms = transforms
@@ -155,6 +226,13 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def with_files(self, files: Sequence[tuple[Path, Path]]) -> SegmentationDataset:
+        """The same dataset (decoder, transforms, options) over other ``(image, mask)`` pairs, e.g. a subset."""
+        subset = copy.copy(self)
+        subset.files = [(Path(i), Path(m)) for i, m in files]
+        subset._cache = {}
+        return subset
+
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode item ``index`` without transforms (from the cache when enabled).
 
@@ -170,20 +248,30 @@ class SegmentationDataset(Dataset):
         image = read_image(image_path)
         mask = torch.from_numpy(np.ascontiguousarray(self.decode_mask(mask_path)))
         if tuple(image.shape[-2:]) != tuple(mask.shape):
-            turned = tuple(image.shape[-2:]) == tuple(mask.shape[::-1])
-            raise DataError(
-                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {image_path} is "
-                f"{image.shape[2]}x{image.shape[1]}; image and mask must have the same size"
-                + (
-                    " (images are read upright, as their EXIF orientation says; masks as stored: save the mask "
-                    "in the orientation the image is displayed in)"
-                    if turned
-                    else ""
-                )
-            )
+            mask = self._fit_mask(mask, tuple(image.shape[-2:]), image_path, mask_path)
         if self.cache:
             self._cache[index] = (image, mask)
         return image, mask
+
+    def _fit_mask(self, mask: torch.Tensor, size: tuple[int, int], image_path: Path, mask_path: Path) -> torch.Tensor:
+        """``mask`` resized to ``size`` (nearest) when allowed and of the same aspect ratio; else a clear error."""
+        (h, w), (mh, mw) = size, tuple(mask.shape)
+        what = f"{mask_path}: mask is {mw}x{mh} (WxH) but its image {image_path} is {w}x{h}"
+        if same_aspect((mh, mw), (h, w)):
+            if not self.resize_masks:
+                raise MaskScaleError(f"{what}, the same aspect ratio: pass --resize-masks to resize such masks to "
+                                     "their images (nearest neighbour)")  # fmt: skip
+            return resize_nearest(mask, (h, w))
+        turned = (h, w) == (mw, mh)
+        raise DataError(
+            f"{what}; image and mask must have the same size"
+            + (
+                " (images are read upright, as their EXIF orientation says; masks as stored: save the mask "
+                "in the orientation the image is displayed in)"
+                if turned
+                else ""
+            )
+        )
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.load(index)

@@ -1,7 +1,20 @@
 """A user's own data: ``images/`` and ``masks/`` folders whose files are paired by file stem.
 
-Masks are either class-index images (pixel value = class, 255 = void, optionally another void index) or RGB
-colour-coded images decoded through a class file (see :func:`fcnseg.data.classes.load_class_file`).
+How a mask is read (the rule, also in docs/data.md):
+
+- A colour mask (RGB, or palette with a class file) is decoded by the class file's colours.
+- A single-channel mask (8/16-bit grey, 1-bit, or palette without a class file) holds
+  - the stored value of each class given by ``mask_values`` (``--mask-values 0 255``: value 0 is class 0, value
+    255 class 1), when given;
+  - else *grey levels*, when a class file is given and every class colour in it is grey (``r = g = b``): the class
+    ``cell 255 255 255`` is the value 255 (a grey void colour is void);
+  - else *class indices* ``0..K-1``, 255 (and ``void_index``) void.
+- ``mask_format="index"`` or ``"rgb"`` forces one reading.
+
+Stored values that are no class nor void are an error naming the values and the flag that maps them, and binary
+masks read as indices (values 0 and 255 only, 255 void by convention) are flagged by ``check-data`` and ``train``
+(:meth:`~fcnseg.data.dataset.LabelDecoder.silent_void`), so no class is ever voided in silence.
+Hidden files (``.DS_Store``, macOS ``._name.png``), ``Thumbs.db`` and ``desktop.ini`` in the folders are ignored.
 Splits: ``all`` (every image), ``NAME`` when ``root/NAME.txt`` lists the image stems of that split (a ``.txt``
 file of ``name r g b`` lines is a class file, never a split), or the path of such a list file.
 """
@@ -17,7 +30,7 @@ import numpy as np
 from fcnseg.data.classes import IGNORE_INDEX, RGB, ClassInfo, bitget_colormap, load_class_file, looks_like_class_file
 from fcnseg.data.colors import ColorTable
 from fcnseg.data.dataset import LabelDecoder, SegmentationDataset, Transforms
-from fcnseg.data.decode import IMAGE_SUFFIXES
+from fcnseg.data.decode import IMAGE_SUFFIXES, read_label_png
 from fcnseg.data.errors import DataError, require_dir
 
 logger = logging.getLogger(__name__)
@@ -47,10 +60,15 @@ def _split_stems(root: Path, split: str, images: dict[str, Path]) -> list[str]:
     return read_split_list(list_file)
 
 
+def is_junk(path: Path) -> bool:
+    """Files beside the data that are never images or masks: hidden and macOS ``._`` files, Windows thumbnails."""
+    return path.name.startswith(".") or path.name.lower() in ("thumbs.db", "desktop.ini")
+
+
 def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in suffixes:
+        if path.is_file() and path.suffix.lower() in suffixes and not is_junk(path):
             if path.stem in files:
                 raise DataError(
                     f"{folder}: two files share the stem {path.stem!r}: {files[path.stem].name}, {path.name}"
@@ -59,21 +77,93 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     return files
 
 
-def folder_classes(classes: str | os.PathLike | None, num_classes: int | None) -> tuple[ClassInfo, tuple[RGB, ...]]:
-    """Classes of a folder dataset: from a class file, or ``num_classes`` generic names and VOC colours.
+def folder_classes(
+    classes: str | os.PathLike | None, num_classes: int | None, mask_values: list[int] | None = None
+) -> tuple[ClassInfo, tuple[RGB, ...]]:
+    """Classes of a folder dataset: from a class file, or generic names for ``num_classes`` or ``mask_values``.
+
+    Without a class file, classes of ``mask_values`` are drawn in their own grey level (so that predicted masks look
+    like the dataset's), those of ``num_classes`` in the VOC colours.
 
     Raises:
-        DataError: neither is given, or the class file is invalid.
+        DataError: none of them is given, they disagree on the number of classes, or the class file is invalid.
     """
+    counts = {"--num-classes": num_classes, "--mask-values": None if mask_values is None else len(mask_values)}
     if classes is not None:
         info, void_colors = load_class_file(classes)
-        if num_classes is not None and num_classes != info.num_classes:
-            raise DataError(f"class file {classes} lists {info.num_classes} classes but num_classes={num_classes}")
+        counts["class file " + str(classes)] = info.num_classes
+    given = {k: n for k, n in counts.items() if n is not None}
+    if len(set(given.values())) > 1:
+        raise DataError(f"the numbers of classes disagree: {', '.join(f'{k} {n}' for k, n in given.items())}")
+    if classes is not None:
         return info, void_colors
+    if mask_values is not None:
+        names = tuple(f"value{v}" for v in mask_values)
+        grey = tuple((g, g, g) for g in (min(255, int(v) * 255 // max(255, max(mask_values))) for v in mask_values))
+        return ClassInfo(names, grey if len(set(grey)) == len(grey) else bitget_colormap(len(names))), ()
     if num_classes is None:
-        raise DataError("the folder dataset needs its classes: give a class file (lines 'name r g b') or num_classes")
-    names = tuple(f"class{k}" for k in range(num_classes))
-    return ClassInfo(names, bitget_colormap(num_classes)), ()
+        raise DataError("the folder dataset needs its classes: --mask-values, --num-classes or a class file")
+    return ClassInfo(tuple(f"class{k}" for k in range(num_classes)), bitget_colormap(num_classes)), ()
+
+
+def stored_values(masks: list[Path], limit: int = 50) -> str:
+    """``"the values 0, 255 (single-channel, in 30 of 30 files read)"``: what a sample of masks holds."""
+    values: set[int] = set()
+    kinds: set[str] = set()
+    sample = masks[:: max(1, len(masks) // limit)][:limit]
+    for path in sample:
+        try:
+            raw = read_label_png(path)
+        except DataError:
+            continue
+        kinds.add("colour" if raw.ndim == 3 else "single-channel")
+        if raw.ndim == 2 and len(values) <= 64:
+            values.update(np.unique(raw).tolist())
+    shown = ", ".join(map(str, sorted(values)[:16])) + (", ..." if len(values) > 16 else "")
+    return (
+        f"the values {shown} ({'/'.join(sorted(kinds)) or 'unreadable'}, in {len(sample)} of {len(masks)} files read)"
+    )
+
+
+def _single_channel_table(
+    info: ClassInfo, void_colors: tuple[RGB, ...], mask_values: list[int] | None, grey: bool, void_index: int | None
+) -> tuple[np.ndarray, str, bool, str]:
+    """The look-up table of single-channel masks, what the reading is called, whether 255 is declared void, and the
+    hint for an unknown value."""
+    k = info.num_classes
+    if mask_values is not None or grey:
+        values = list(mask_values) if mask_values is not None else [c[0] for c in info.colors]
+        voids = [c[0] for c in void_colors if c[0] == c[1] == c[2]] + ([void_index] if void_index is not None else [])
+        if len(set(values)) != len(values):
+            raise DataError(f"--mask-values {values}: a value is given twice")
+        if min(values + voids) < 0:
+            raise DataError(f"--mask-values {values}: stored values are 0 or more")
+        lut = np.full(max(256, *values, *voids) + 1, -1, dtype=np.int64)
+        lut[voids] = IGNORE_INDEX
+        lut[values] = np.arange(k)
+        if mask_values is not None:
+            return (
+                lut,
+                f"--mask-values {' '.join(map(str, values))}",
+                bool(voids),
+                "list every class's value in --mask-values, or mark void ones with --void-index",
+            )
+        return (
+            lut,
+            "grey levels of the class file",
+            bool(voids),
+            "add the grey levels to the class file (a 'void v v v' line for void)",
+        )
+    lut = np.full(256, -1, dtype=np.int64)
+    lut[:k] = np.arange(k)
+    lut[IGNORE_INDEX] = IGNORE_INDEX
+    if void_index is not None:
+        if not k <= void_index <= IGNORE_INDEX:
+            raise DataError(f"void_index {void_index} must lie in {k}..{IGNORE_INDEX} (after the classes)")
+        lut[void_index] = IGNORE_INDEX
+    declared = any(c == (255, 255, 255) for c in void_colors)
+    hint = "if the masks hold grey levels or other values than 0..K-1, map them with --mask-values (e.g. 0 255)"
+    return lut, f"class indices 0..{k - 1}", declared, hint
 
 
 def folder_dataset(
@@ -83,12 +173,14 @@ def folder_dataset(
     *,
     classes: str | os.PathLike | None = None,
     num_classes: int | None = None,
+    mask_values: list[int] | None = None,
     image_dir: str | os.PathLike = "images",
     mask_dir: str | os.PathLike = "masks",
     mask_format: str = "auto",
     void_index: int | None = None,
     unknown_colors: str = "error",
     color_tolerance: int = 0,
+    resize_masks: bool = False,
     cache: bool = False,
     verify: bool = True,
 ) -> SegmentationDataset:
@@ -99,34 +191,44 @@ def folder_dataset(
         split: ``all``, the stem of a list file ``root/{split}.txt`` with one image stem per line, or the path of
             such a list file.
         transforms: paired transform applied to each item.
-        classes: class file (``name r g b`` lines, optional ``void r g b`` lines); needed for RGB masks and gives
-            the class names and display colours.
+        classes: class file (``name r g b`` lines, optional ``void r g b`` lines): the class names and colours.
         num_classes: number of classes of index masks when no class file is given.
+        mask_values: stored value of each class in single-channel masks (``[0, 255]`` for binary masks).
         image_dir: image folder, relative to ``root`` or absolute.
         mask_dir: mask folder, relative to ``root`` or absolute.
-        mask_format: ``index`` (pixel value = class), ``rgb`` (colours of the class file) or ``auto`` (with a
-            class file: RGB(A) and palette files by their colours, grayscale files as indices).
-        void_index: a stored value of index masks that means void (besides 255), e.g. 0 or 11.
+        mask_format: ``auto`` (the module's rule), ``index`` or ``rgb``.
+        void_index: a stored value of single-channel masks that means void (besides 255 for index masks).
         unknown_colors: ``error`` or ``void``: what a mask colour that is neither a class nor void becomes.
         color_tolerance: per-channel difference within which a near colour matches a class or void colour.
+        resize_masks: resize masks stored at another scale (same aspect ratio) to their images, nearest neighbour.
         cache: keep decoded samples in memory.
         verify: check that every image has a mask.
 
     Raises:
-        DataError: missing folders or split list, no images, an image without a mask, or invalid classes.
+        DataError: missing folders or split list, no images, an image without a mask, classes not given or invalid.
     """
     root = Path(root)
     require_dir(root, "folder dataset", f"{image_dir}/ and {mask_dir}/ inside it")
     if mask_format not in ("auto", "index", "rgb"):
         raise DataError(f"unknown mask_format {mask_format!r}; valid: auto, index, rgb")
     images_path, masks_path = root / image_dir, root / mask_dir
-    for folder, what in ((images_path, "image"), (masks_path, "mask")):
+    for folder, what, flag in ((images_path, "image", "--image-dir"), (masks_path, "mask", "--mask-dir")):
         if not folder.is_dir():
-            raise DataError(f"folder dataset: {what} folder {folder} does not exist")
-    info, void_colors = folder_classes(classes, num_classes)
-
+            found = sorted(p.name for p in root.iterdir() if p.is_dir() and not is_junk(p))
+            raise DataError(f"folder dataset: {what} folder {folder} does not exist; name yours with {flag} "
+                            f"(folders in {root}: {', '.join(found) or 'none'})")  # fmt: skip
     images = _files_by_stem(images_path, IMAGE_SUFFIXES)
     masks = _files_by_stem(masks_path, MASK_SUFFIXES)
+    try:
+        info, void_colors = folder_classes(classes, num_classes, mask_values)
+    except DataError as err:
+        if classes is not None or num_classes is not None or mask_values is not None:
+            raise
+        raise DataError(
+            f"masks in {masks_path} hold {stored_values(list(masks.values()))}; say which classes they are: "
+            "--mask-values V0 V1 ... (the stored value of each class, e.g. 0 255), --num-classes N (values 0..N-1 "
+            "are the classes) or --classes FILE (names and colours)"
+        ) from err
     stems = _split_stems(root, split, images)
     if not stems:
         raise DataError(f"folder dataset split {split!r}: no images ({', '.join(IMAGE_SUFFIXES)}) in {images_path}")
@@ -135,21 +237,22 @@ def folder_dataset(
         logger.warning("%d mask(s) in %s have no image, e.g. %s", len(orphans), masks_path, masks[orphans[0]].name)
     files = [(images.get(s, images_path / f"{s}.jpg"), masks.get(s, masks_path / f"{s}.png")) for s in stems]
 
-    use_colors = mask_format == "rgb" or (mask_format == "auto" and classes is not None)
     if mask_format == "rgb" and classes is None:
         raise DataError("mask_format='rgb' needs a class file giving the colour of each class")
-    lut = np.full(256, -1, dtype=np.int64)
-    lut[: info.num_classes] = np.arange(info.num_classes)
-    lut[IGNORE_INDEX] = IGNORE_INDEX
-    if void_index is not None:
-        if not info.num_classes <= void_index <= IGNORE_INDEX:
-            raise DataError(
-                f"void_index {void_index} must lie in {info.num_classes}..{IGNORE_INDEX} (after the classes)"
-            )
-        lut[void_index] = IGNORE_INDEX
+    grey = classes is not None and mask_format == "auto" and all(c[0] == c[1] == c[2] for c in info.colors)
+    lut, reading, declared, hint = _single_channel_table(info, void_colors, mask_values, grey, void_index)
     try:
+        use_colors = mask_format == "rgb" or (mask_format == "auto" and classes is not None)
         table = ColorTable(info.colors, void_colors, unknown_colors, color_tolerance) if use_colors else None
     except ValueError as err:
         raise DataError(f"class file {classes}: {err}") from err
-    decoder = LabelDecoder(info.num_classes, lut=lut, colors=table, index_ok=mask_format == "auto")
-    return SegmentationDataset(files, info, decoder, transforms, cache=cache, verify=verify)
+    decoder = LabelDecoder(
+        info.num_classes,
+        lut=lut,
+        colors=table,
+        index_ok=mask_format == "auto",
+        reading=reading,
+        void_declared=declared,
+        hint=hint,
+    )
+    return SegmentationDataset(files, info, decoder, transforms, cache=cache, verify=verify, resize_masks=resize_masks)

@@ -30,7 +30,7 @@ from fcnseg.core.distributed import World, all_reduce_sum, shard
 from fcnseg.core.io import write_text
 from fcnseg.core.progress import make_bar
 from fcnseg.data.classes import IGNORE_INDEX, as_class_info
-from fcnseg.evaluation.metrics import ConfusionMatrix, metrics_from_matrix
+from fcnseg.evaluation.metrics import ConfusionMatrix, coverage_note, metrics_from_matrix
 from fcnseg.evaluation.plots import plot_confusion, plot_samples
 from fcnseg.inference.predictor import Predictor
 
@@ -322,7 +322,8 @@ def format_table(metrics: dict[str, Any]) -> str:
         ("mean_iou", "mean IoU"),
         ("fw_iou", "frequency weighted IoU"),
     ):
-        lines.append(f"{label:<{width}}  {pct(metrics.get(key)):>7}")
+        note = coverage_note(metrics) if key == "mean_iou" else ""
+        lines.append(f"{label:<{width}}  {pct(metrics.get(key)):>7}{note}")
     return "\n".join(lines)
 
 

@@ -114,7 +114,10 @@ def metrics_from_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequence
 
     Returns:
         ``{"pixel_acc", "mean_acc", "mean_iou", "fw_iou"}`` as floats in ``[0, 1]``, ``"per_class"``: a list of
-        ``{"name", "iou", "acc"}`` (``None`` where the value is 0/0), and ``"confusion"``: the matrix as nested lists.
+        ``{"name", "iou", "acc"}`` (``None`` where the value is 0/0), ``"confusion"``: the matrix as nested lists,
+        ``"iou_classes"``: the number of classes the mean IoU was taken over (those in the ground truth or the
+        prediction), ``"num_classes"``: ``K``, and ``"absent_classes"``: the names of the classes with no
+        ground-truth pixel (a mean IoU over fewer classes than the dataset has says less than it seems).
 
     Raises:
         ValueError: if the matrix is not square, the names do not match it, or it counts no pixel at all.
@@ -148,4 +151,16 @@ def metrics_from_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequence
         "fw_iou": float((freq[present] * iou[present]).sum()),
         "per_class": [{"name": name, "iou": _opt(iou[i]), "acc": _opt(acc[i])} for i, name in enumerate(names)],
         "confusion": hist.tolist(),
+        "iou_classes": int((~np.isnan(iou)).sum()),
+        "num_classes": k,
+        "absent_classes": [names[i] for i in np.flatnonzero(gt_count == 0)],
     }
+
+
+def coverage_note(metrics: dict[str, Any]) -> str:
+    """``""``, or ``" (over 1 of 2 classes; not in the ground truth: cell)"`` when classes miss from the truth."""
+    absent = metrics.get("absent_classes") or []
+    if not absent:
+        return ""
+    shown = ", ".join(absent[:8]) + (f" and {len(absent) - 8} more" if len(absent) > 8 else "")
+    return f" (over {metrics['iou_classes']} of {metrics['num_classes']} classes; not in the ground truth: {shown})"

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device
+from fcnseg.core.flags import add_dataclass_flags, given_flags
 from fcnseg.core.suggest import did_you_mean
+from fcnseg.data.options import DATA_FIELDS, DataOptions
 from fcnseg.models import list_models
 
 # How much larger the reference's input is than ours. The authors' Caffe nets read x_c = 255 * rgb - mean (BGR,
@@ -39,7 +41,7 @@ CAFFE_INPUT_SCALE = 255 * (0.229 + 0.224 + 0.225) / 3
 # step is lr times the labelled pixels per batch (about 2e-5 for one VOC image).
 PRESETS: dict[str, dict[str, Any]] = {
     "modern": {},
-    # Chosen on CamVid's validation split (README, Results): the loss over the hardest quarter of the pixels and an
+    # Chosen on CamVid's validation split (docs/results.md): the loss over the hardest quarter of the pixels and an
     # added Lovasz-softmax term help a long fine-tuning run on thin classes; the hard-pixel loss slows short runs and
     # runs from scratch, so neither is the modern default.
     "camvid": {"hard_fraction": 0.25, "lovasz": 1.0, "iters": 8000},
@@ -64,18 +66,17 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 
 @dataclass
-class TrainConfig:
-    """Everything that defines a training run; saved as ``config.json`` in the run folder and in checkpoints."""
+class TrainConfig(DataOptions):
+    """Everything that defines a training run; saved as ``config.json`` in the run folder and in checkpoints.
 
+    The dataset options are :class:`~fcnseg.data.options.DataOptions`' fields, shared with ``check-data`` and ``eval``.
+    """
+
+    dataset: str = _f("camvid", DataOptions.__dataclass_fields__["dataset"].metadata["help"])
     model: str = _f("fcn4s_squeezenet1_1", "model name (see `fcnseg models`)")
-    dataset: str = _f("camvid", "voc, sbd, camvid, cityscapes, ade20k or folder")
-    data_root: str = _f("", "dataset folder")
     out: str = _f("runs/train", "run folder: checkpoints, logs, plots")
     train_split: str = _f("train", "split to train on")
     val_split: str = _f("val", "split to validate on ('' for none)")
-    classes: str | None = _f(None, "class file of a folder dataset (name r g b per line)")
-    unknown_colors: str = _f("error", "folder masks: colours neither a class nor void are an error, or void")
-    color_tolerance: int = _f(0, "folder masks: match colours within N per channel of a class or void colour")
     val_fraction: float | None = _f(None, "folder dataset without split lists: validate on this seeded share")
     skip_bad_samples: bool = _f(False, "read every pair first; train on the readable ones, list the rest")
     backbone_weights: str | None = _f(None, "ImageNet weights: a local state dict or a torchvision name (DEFAULT)")
@@ -125,7 +126,7 @@ class TrainConfig:
     cache: bool = _f(
         False,
         "keep every decoded training pair in memory, in each worker: 3 B/pixel of image + 1 B/pixel of mask "
-        "(CamVid 0.27 GB; Cityscapes 25 GB per worker)",
+        "(4 x H x W x the training pairs, per worker)",
     )
     seed: int = _f(0, "random seed (weights of new layers, data order, augmentation)")
     val_every: int = _f(500, "validate (and save last.pt/best.pt) every N steps, and at the end")
@@ -182,6 +183,9 @@ class TrainConfig:
             raise ValueError(f"--val-fraction must lie strictly between 0 and 1, got {self.val_fraction}")
         if self.color_tolerance < 0:
             raise ValueError(f"--color-tolerance must be 0 or more, got {self.color_tolerance}")
+        if self.mask_values is not None:
+            self.mask_values = [int(v) for v in self.mask_values]
+        self.builder_options()  # an option of another dataset layout fails here
         if not self.data_root:
             raise ValueError("--data-root is required: the folder of the dataset to train on")
         return self
@@ -217,32 +221,65 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+FLAG_GROUPS = {
+    "dataset (the same flags in check-data, train and eval)": DATA_FIELDS,
+    "training data": ("train_split", "val_split", "val_fraction", "skip_bad_samples", "cache", "workers"),
+    "model": (
+        "model",
+        "backbone_weights",
+        "weights_sha256",
+        "init_from",
+        "staged",
+        "layout",
+        "at_once",
+        "learnable_upsampling",
+    ),
+    "optimisation": (
+        "preset",
+        "iters",
+        "epochs",
+        "batch_size",
+        "crop_size",
+        "scale_range",
+        "hflip",
+        "jitter",
+        "lr",
+        "momentum",
+        "weight_decay",
+        "input_scale",
+        "stage_lr_factor",
+        "schedule",
+        "poly_power",
+        "warmup",
+    ),
+    "loss": ("loss_norm", "class_weights", "hard_fraction", "lovasz"),
+    "run": (
+        "out",
+        "precision",
+        "device",
+        "seed",
+        "val_every",
+        "log_every",
+        "resume",
+        "tensorboard",
+        "sync_bn",
+        "dist_timeout",
+        "skip_nonfinite",
+    ),
+}
+"""``fcnseg train --help``'s groups of flags, by concern; every field of :class:`TrainConfig` is in one."""
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per ``TrainConfig`` field; every default is left unset so that precedence can be resolved."""
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['help']} (default: {f.default})"
-        if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif "nargs" in f.metadata:
-            cast = float if "float" in f.type else int
-            parser.add_argument(
-                flag,
-                nargs="+",
-                default=None,
-                help=help_text + "; 'none' to disable",
-                type=lambda s, c=cast: None if s.lower() == "none" else c(s),
-            )
-        else:
-            cast = {"int | None": int, "int": int, "float": float, "float | None": float}.get(f.type, str)
-            parser.add_argument(flag, type=cast, default=None, help=help_text)
+    """One flag per ``TrainConfig`` field, in groups; every default is left unset so that precedence can be resolved."""
+    for title, names in FLAG_GROUPS.items():
+        add_dataclass_flags(parser.add_argument_group(title), TrainConfig, names)
     parser.add_argument("--config", type=Path, default=None, help="YAML or TOML file whose keys are these flags")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Merge defaults, preset, config file and command-line flags, in that order."""
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    flags = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    flags = given_flags(args, TrainConfig)
     for n in ("crop_size", "scale_range"):
         if n in flags and (None in flags[n]):
             flags[n] = None

@@ -9,36 +9,15 @@ from __future__ import annotations
 
 import logging
 import random
-import shlex
 from pathlib import Path
-from typing import Any
 
 from fcnseg.core.io import write_text
-from fcnseg.data import DataError, DataReport, SegmentationDataset, dataset_splits
+from fcnseg.data import DataError, DataReport, SegmentationDataset, build_dataset, dataset_splits
 from fcnseg.data.checks import scan_split
-from fcnseg.data.decode import IMAGE_SUFFIXES
 
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-def dataset_options(config: TrainConfig) -> dict[str, Any]:
-    """Builder options of the configured dataset (the folder dataset's class file and colour handling)."""
-    if config.dataset != "folder":
-        return {}
-    options: dict[str, Any] = {"unknown_colors": config.unknown_colors, "color_tolerance": config.color_tolerance}
-    return options | ({"classes": config.classes} if config.classes else {})
-
-
-def check_command(config: TrainConfig) -> str:
-    """The ``fcnseg check-data`` command that lists every problem of the configured dataset."""
-    words = ["fcnseg", "check-data", "--dataset", config.dataset, "--data-root", config.data_root]
-    if config.dataset == "folder":
-        words += ["--classes", config.classes] if config.classes else []
-        words += ["--unknown-colors", "void"] if config.unknown_colors == "void" else []
-        words += ["--color-tolerance", str(config.color_tolerance)] if config.color_tolerance else []
-    return shlex.join(words)
 
 
 def resolve_splits(config: TrainConfig, folder: Path) -> tuple[str, str]:
@@ -66,7 +45,8 @@ def resolve_splits(config: TrainConfig, folder: Path) -> tuple[str, str]:
     if config.resume and train_list.is_file() and val_list.is_file():
         return str(train_list), str(val_list)
     source = config.train_split if config.train_split in valid else "all"
-    stems = _stems(config, source)
+    stems = [image.stem for image, _ in build_dataset("folder", config.data_root, source, verify=False,
+                                                      **config.builder_options()).files]  # fmt: skip
     val_count = max(1, round(config.val_fraction * len(stems)))
     if val_count >= len(stems):
         raise DataError(f"--val-fraction {config.val_fraction} leaves no training image out of {len(stems)}")
@@ -79,14 +59,6 @@ def resolve_splits(config: TrainConfig, folder: Path) -> tuple[str, str]:
     return str(train_list), str(val_list)
 
 
-def _stems(config: TrainConfig, split: str) -> list[str]:
-    root = Path(config.data_root)
-    if split != "all":
-        return [Path(line.strip()).stem for line in (root / f"{split}.txt").read_text().splitlines() if line.strip()]
-    images = root / "images"
-    return sorted({p.stem for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}) if images.is_dir() else []
-
-
 def drop_bad_samples(
     dataset: SegmentationDataset, split: str, config: TrainConfig, folder: Path
 ) -> SegmentationDataset:
@@ -97,7 +69,7 @@ def drop_bad_samples(
     """
     report = DataReport(config.dataset, config.data_root, dataset.classes)
     scan_split(dataset, split, report, progress=True)
-    bad = {Path(p.file): p.message for p in report.problems}
+    bad = {Path(p.file): p.message for p in report.problems if p.kind in ("error", "scale")}
     kept = [pair for pair in dataset.files if not (pair[0] in bad or pair[1] in bad)]
     if report.unknown_pixels:
         total = sum(report.unknown_pixels.values())
@@ -111,4 +83,4 @@ def drop_bad_samples(
                     split, len(dataset.files) - len(kept), len(dataset.files), path)  # fmt: skip
     if not kept:
         raise DataError(f"no readable pair in split {split!r}; see {folder / 'skipped.tsv'}")
-    return SegmentationDataset(kept, dataset.classes, dataset.decode_mask, dataset.transforms, cache=dataset.cache)
+    return dataset.with_files(kept)

@@ -30,12 +30,14 @@ from fcnseg.data import (
     median_frequency_weights,
     train_transforms,
 )
+from fcnseg.data.checks import scan_labels
 from fcnseg.evaluation import evaluate
+from fcnseg.evaluation.metrics import coverage_note
 from fcnseg.models import create_model, load_init_weights
 
 from .config import TrainConfig
 from .data import BadBatch, EpochBatches, SeededAugmentation, training_loader
-from .dataprep import check_command, dataset_options, drop_bad_samples, resolve_splits
+from .dataprep import drop_bad_samples, resolve_splits
 from .guards import (
     ForcedStop,
     StopSignals,
@@ -57,7 +59,7 @@ log = logging.getLogger(__name__)
 def _class_weights(config: TrainConfig, split: str) -> torch.Tensor | None:
     if config.class_weights == "none":
         return None
-    report = check_dataset(config.dataset, config.data_root, [split], progress=False, **dataset_options(config))
+    report = check_dataset(config.dataset, config.data_root, [split], progress=False, **config.builder_options())
     weights = median_frequency_weights(report.class_counts(split))
     log.info("median-frequency class weights: %s", " ".join(f"{w:.3f}" for w in weights))
     return torch.as_tensor(weights, dtype=torch.float32)
@@ -77,7 +79,7 @@ class Trainer:
         if self.world.is_main:
             check_writable(self.folder)
         torch.manual_seed(c.seed)
-        options = dataset_options(c)
+        options = c.builder_options()
         self.train_split, self.val_split = resolve_splits(c, self.folder)
         options["verify"] = False  # missing files are reported below, or skipped like unreadable ones
         base = build_dataset(c.dataset, c.data_root, self.train_split, cache=c.cache, **options)
@@ -107,6 +109,7 @@ class Trainer:
                 raise TrainingError(f"{missing[0][0]}: {missing[0][1]}{more}. {self._data_hint()}")
         if self.val_set is not None and c.skip_bad_samples:
             self.val_set = drop_bad_samples(self.val_set, "val", c, self.folder)
+        self._check_labels(base, self.val_set)  # every process, so that all stop together
         if len(base) < self.world.size:
             raise ValueError(f"the training split has {len(base)} images, fewer than the {self.world.size} processes")
         self.global_batch = c.batch_size * self.world.size
@@ -141,6 +144,19 @@ class Trainer:
             self.folder, self.step if resuming else None, write=self.world.is_main, tensorboard=c.tensorboard
         )
         self.stop = StopSignals()
+
+    def _check_labels(self, *datasets: Any) -> None:
+        """Before the first step: stop on masks whose classes would be voided in silence, warn of splits whose
+        labels look wrong (a class never seen, a single class, mostly void), as ``fcnseg check-data`` reports them."""
+        for split, dataset in zip(("train", "val"), datasets, strict=False):
+            if dataset is None:
+                continue
+            _, findings = scan_labels(dataset, split)
+            for finding in findings:
+                if finding.kind == "error":
+                    raise TrainingError(f"{finding.file}: {finding.message}")
+                if self.world.is_main:
+                    log.warning("%s: %s (check every split: %s)", split, finding.message, self.config.command())
 
     @property
     def resume_command(self) -> str:
@@ -231,7 +247,7 @@ class Trainer:
         )
 
     def _data_hint(self) -> str:
-        return f"List every problem with: {check_command(self.config)}; or train on the rest with --skip-bad-samples"
+        return f"List every problem with: {self.config.command()}; or train on the rest with --skip-bad-samples"
 
     def _save(self, metrics: dict) -> None:
         """Write ``last.pt`` (and ``best.pt`` when validation improved); never over a good file with bad weights."""
@@ -260,11 +276,14 @@ class Trainer:
         self.model.train()
         row = {"step": self.step, "epoch": self.batches.start_epoch}
         row |= {f"val_{k}": v for k, v in metrics.items() if k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}
+        if metrics.get("absent_classes"):  # the mean IoU is over fewer classes than the dataset has: say so
+            row |= {"val_iou_classes": metrics["iou_classes"], "val_absent_classes": metrics["absent_classes"]}
         self.log.add(row)
         self._save(metrics)
         self.log.plot()
         if metrics:
-            log.info("step %d: val mIoU %.4f, pixel acc %.4f", self.step, metrics["mean_iou"], metrics["pixel_acc"])
+            log.info("step %d: val mIoU %.4f%s, pixel acc %.4f",
+                     self.step, metrics["mean_iou"], coverage_note(metrics), metrics["pixel_acc"])  # fmt: skip
         return metrics
 
     def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -122,6 +122,59 @@ def write_user_dataset(root: Path) -> dict:
     }
 
 
+# A binary set as most tutorials and public cell, medical and industrial sets ship it: grey slices in `image/`, masks
+# in `label/` holding 0 and 255 (8-bit grey PNGs, a few saved as 1-bit PNGs), no class file and no split lists; two
+# slices exported at 16 bits, one mask stored at half the scale of its image, and the junk that copying data from a
+# Mac or a Windows share leaves behind.
+BINARY_SLICES = 12
+BINARY_SIZE = (96, 128)
+BINARY_SMALL_MASK = "slice_05"  # stored at 48x64 for a 96x128 image
+BINARY_ONE_BIT = ("slice_02", "slice_07")
+BINARY_16_BIT = ("slice_03", "slice_09")
+JUNK = (".DS_Store", "._slice_00.png", "Thumbs.db", ".hidden.png", "desktop.ini")
+
+
+def binary_labels(index: int) -> np.ndarray:
+    """``(H, W)`` bool: cells (discs) on membrane of slice ``index``."""
+    rng = np.random.default_rng(100 + index)
+    yy, xx = np.mgrid[: BINARY_SIZE[0], : BINARY_SIZE[1]]
+    cells = np.zeros(BINARY_SIZE, bool)
+    for _ in range(6):
+        cy, cx, r = rng.integers(10, BINARY_SIZE[0] - 10), rng.integers(10, BINARY_SIZE[1] - 10), rng.integers(6, 14)
+        cells |= (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+    return cells
+
+
+def write_binary_dataset(root: Path) -> dict:
+    """Write the binary set under ``root``; return ``{"cell": pixels, "membrane": pixels, "slices": n}`` as decoded
+    at the images' scale (the small mask resized by nearest neighbour)."""
+    (root / "image").mkdir(parents=True)
+    (root / "label").mkdir()
+    counts = np.zeros(2, np.int64)
+    for i in range(BINARY_SLICES):
+        stem = f"slice_{i:02d}"
+        cells = binary_labels(i)
+        rng = np.random.default_rng(i)
+        grey = np.where(cells, 170, 70) + rng.normal(0, 20, BINARY_SIZE)
+        if stem in BINARY_16_BIT:
+            Image.fromarray((grey.clip(0, 255) * 257).astype(np.uint16)).save(root / "image" / f"{stem}.png")
+        else:
+            Image.fromarray(grey.clip(0, 255).astype(np.uint8), mode="L").save(root / "image" / f"{stem}.png")
+        mask = cells
+        if stem == BINARY_SMALL_MASK:
+            mask = cells[::2, ::2]  # what nearest-neighbour resizing brings back, pixel centres aligned
+            cells = np.repeat(np.repeat(mask, 2, 0), 2, 1)
+        if stem in BINARY_ONE_BIT:
+            Image.fromarray(mask).convert("1").save(root / "label" / f"{stem}.png")
+        else:
+            Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(root / "label" / f"{stem}.png")
+        counts += np.bincount(cells.ravel().astype(np.int64), minlength=2)
+    for folder in ("image", "label"):
+        for name in JUNK:
+            (root / folder / name).write_bytes(b"\x00\x05\x16\x07 not an image")
+    return {"membrane": int(counts[0]), "cell": int(counts[1]), "slices": BINARY_SLICES}
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python tests/user_dataset.py DIR")

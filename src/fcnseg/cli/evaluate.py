@@ -23,6 +23,7 @@ import torch
 
 from fcnseg.cli.dataset_args import add_dataset_arguments, data_options
 from fcnseg.cli.main import UserError
+from fcnseg.core.checkpoint import recorded_config
 from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device
 from fcnseg.core.distributed import World, distributed_session
 from fcnseg.data import DataOptions, build_dataset, dataset_splits, eval_transforms
@@ -131,11 +132,8 @@ def _dataset_num_classes(dataset: object) -> int | None:
 
 def _data_options(args: argparse.Namespace, num_classes: int) -> DataOptions:
     """The dataset options: the flags given over those the checkpoint's run recorded."""
-    recorded = {}
-    if args.checkpoint.suffix.lower() not in (".onnx", ".xml"):
-        from fcnseg.core.checkpoint import load_checkpoint
-
-        recorded = load_checkpoint(args.checkpoint).get("config") or {}
+    exported = args.checkpoint.suffix.lower() in (".onnx", ".xml")
+    recorded = {} if exported else recorded_config(args.checkpoint)
     options = data_options(args, recorded)
     if not options.dataset or not options.data_root:
         raise UserError("give --dataset and --data-root (a checkpoint of `fcnseg train` records them; an exported "
@@ -143,6 +141,21 @@ def _data_options(args: argparse.Namespace, num_classes: int) -> DataOptions:
     if options.dataset == "folder" and options.classes is None and options.mask_values is None:
         options.num_classes = options.num_classes or num_classes  # index masks of the model's classes
     return options
+
+
+def _kind(bands: int) -> str:
+    return "RGB" if bands == 3 else f"{bands}-band"
+
+
+def _model_bands(options: DataOptions, bands: int) -> None:
+    """Read a folder dataset's images with the model's band count (the other layouts are RGB)."""
+    if options.dataset == "folder" and options.bands in (None, bands):
+        options.bands = bands
+    elif (options.bands or 3) != bands:
+        given = f"--bands {options.bands}" if options.bands else f"the {options.dataset} dataset's RGB images"
+        raise UserError(
+            f"the model takes {_kind(bands)} images, not {given}; evaluate it on data like its training data"
+        )
 
 
 def _split(checkpoint: Path, options: DataOptions, split: str) -> str:
@@ -204,10 +217,12 @@ def _evaluate(args: argparse.Namespace, mode: str, world: World) -> int:
 
     transforms = eval_transforms(predictor.mean, predictor.std)
     options = _data_options(args, num_classes)
+    _model_bands(options, predictor.bands)
     split = _split(args.checkpoint, options, args.split)
     dataset = build_dataset(
         options.dataset, options.data_root, split, transforms=transforms, **options.builder_options()
     )
+    dataset.bands_reason = f"{args.checkpoint.name} was trained on {_kind(predictor.bands)} images"
     found = _dataset_num_classes(dataset)
     if found is not None and found != num_classes:
         raise UserError(

@@ -8,7 +8,8 @@ PyTorch fast path; the backend used is printed.
 INPUTS are image files, folders (searched recursively for .jpg/.jpeg/.png/.bmp/.tif/.tiff/.webp, in sorted
 order) and glob patterns (``'photos/*.jpg'``, ``'data/**/*.png'``). For each image ``<stem>`` it writes
 ``<stem>.png`` (palette PNG: pixel value = class index, palette = the checkpoint's colours),
-``<stem>_overlay.jpg`` (colours blended over the image) and, with ``--probs``, ``<stem>_probs.npy``
+``<stem>_overlay.jpg`` (colours blended over the image: for images of other band counts than RGB, over the first
+three bands or the grey band, scaled for display) and, with ``--probs``, ``<stem>_probs.npy``
 (``(K, H, W)`` float32 softmax); once, ``legend.png``. Images found in sub-folders keep their relative path
 under DIR, so equal stems in different folders do not overwrite each other.
 """
@@ -26,8 +27,8 @@ from fcnseg.cli.main import UserError
 from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS
 from fcnseg.core.io import atomic_path
 from fcnseg.core.progress import progress_bar
-from fcnseg.data.decode import IMAGE_SUFFIXES
-from fcnseg.inference.images import ImageReadError, load_image, save_mask_png
+from fcnseg.data.decode import IMAGE_SUFFIXES, is_junk
+from fcnseg.inference.images import ImageReadError, save_mask_png
 from fcnseg.inference.predictor import Predictor
 from fcnseg.inference.runtimes import BACKENDS
 from fcnseg.inference.visualize import legend_image, overlay
@@ -81,7 +82,13 @@ def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(
+                f
+                for f in path.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in IMAGE_SUFFIXES
+                and not any(is_junk(Path(part)) for part in f.relative_to(path).parts)
+            )
             if not files:
                 logger.warning("folder %s holds no images (%s)", path, ", ".join(IMAGE_SUFFIXES))
             found += [(f, f.relative_to(path).with_suffix("")) for f in files]
@@ -150,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     done = 0
     for file, stem in progress_bar(files, desc="predict", unit="img"):
         try:
-            pending.append((load_image(file), stem))
+            pending.append((predictor.load(file), stem))  # RGB, or the model's band count (multi-band TIFFs)
         except ImageReadError as err:
             if not args.keep_going:
                 raise UserError(f"{err} (use --keep-going to skip unreadable inputs)") from err

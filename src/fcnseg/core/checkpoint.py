@@ -18,7 +18,7 @@ from torch import nn
 from fcnseg.core.io import atomic_path
 from fcnseg.core.safe_load import load_tensors
 
-__all__ = ["FORMAT", "VERSION", "load_checkpoint", "make_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT", "VERSION", "load_checkpoint", "make_checkpoint", "recorded_config", "save_checkpoint"]
 
 FORMAT = "fcnseg-checkpoint"
 VERSION = 1
@@ -81,3 +81,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if missing:
         raise ValueError(f"checkpoint '{path}' lacks {missing}")
     return ckpt
+
+
+def recorded_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The training ``config`` a checkpoint recorded (``{}`` when it has none), e.g. its dataset options."""
+    ckpt = load_tensors(Path(path), what="checkpoint", map_location="cpu")
+    config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    return config if isinstance(config, dict) else {}

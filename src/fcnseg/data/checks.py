@@ -18,10 +18,12 @@ import numpy as np
 import torch
 
 from fcnseg.core.progress import progress_bar
+from fcnseg.data.bands import BandMoments
 from fcnseg.data.classes import IGNORE_INDEX, RGB, ClassInfo
 from fcnseg.data.colors import ColorTable
 from fcnseg.data.dataset import LabelDecoder, MaskScaleError, SegmentationDataset
 from fcnseg.data.errors import DataError
+from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from fcnseg.data.registry import build_dataset, dataset_splits, default_splits
 
 logger = logging.getLogger(__name__)
@@ -171,6 +173,8 @@ class DataReport:
         unknown_pixels: colour-coded masks: ``colour -> pixels`` of colours that are neither a class nor void.
         unknown_files: ``colour -> number of files`` in which each unknown colour occurs.
         near_colors: ``(seen colour, matched colour) -> pixels`` decoded through ``color_tolerance``.
+        bands: the image band count the dataset is read with (``None`` if no split could be built).
+        band_moments: per-band sums over every image read, for :meth:`normalization` (counted when ``bands != 3``).
     """
 
     name: str
@@ -182,6 +186,15 @@ class DataReport:
     unknown_files: Counter[RGB] = field(default_factory=Counter)
     near_colors: Counter[tuple[RGB, RGB]] = field(default_factory=Counter)
     readings: dict[str, str] = field(default_factory=dict)
+    bands: int | None = None
+    band_moments: BandMoments = field(default_factory=BandMoments)
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The per-band ``(mean, std)`` a model of these images uses: ImageNet's for RGB (``bands == 3``), else the
+        moments of every image read (training computes them over its own split); ``None`` when nothing was read."""
+        if self.bands == 3:
+            return IMAGENET_MEAN, IMAGENET_STD
+        return (self.band_moments.mean, self.band_moments.std) if self.band_moments.pixels else None
 
     @property
     def ok(self) -> bool:
@@ -247,6 +260,7 @@ def scan_split(dataset: SegmentationDataset, split: str, report: DataReport, *, 
     Each problem names the file it is about (the image or the mask), so that callers can leave that pair out.
     """
     report.classes = dataset.classes
+    report.bands = report.bands or dataset.bands
     split_report = SplitReport(len(dataset), 0, ClassCounts.zeros(dataset.classes.num_classes))
     missing = {path for path, _ in dataset.missing_files()}
     for path, what in dataset.missing_files():
@@ -266,6 +280,8 @@ def scan_split(dataset: SegmentationDataset, split: str, report: DataReport, *, 
             )
             continue
         split_report.num_ok += 1
+        if image.shape[0] == report.bands != 3:  # RGB takes ImageNet's statistics
+            report.band_moments.add(image)
         split_report.counts.add(mask.numpy())
         split_report.sizes[(int(image.shape[1]), int(image.shape[2]))] += 1
     report.splits[split] = split_report
@@ -343,6 +359,8 @@ def scan_labels(dataset: SegmentationDataset, split: str, *, limit: int = 2000) 
     Unreadable masks are passed over here; reading the pairs reports them.
     """
     counts = ClassCounts.zeros(dataset.classes.num_classes)
+    if isinstance(dataset.decode_mask, LabelDecoder):
+        dataset.decode_mask.reset_counts()  # count these masks only
     step = max(1, len(dataset) // limit)
     for _, mask_path in dataset.files[::step][:limit]:
         try:

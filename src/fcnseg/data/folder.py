@@ -9,6 +9,7 @@ How a mask is read (the rule, also in docs/data.md):
   - else *grey levels*, when a class file is given and every class colour in it is grey (``r = g = b``): the class
     ``cell 255 255 255`` is the value 255 (a grey void colour is void);
   - else *class indices* ``0..K-1``, 255 (and ``void_index``) void.
+  A 1-bit mask's white pixels are the value 1 as class indices and 255 otherwise (as image viewers show them).
 - ``mask_format="index"`` or ``"rgb"`` forces one reading.
 
 Stored values that are no class nor void are an error naming the values and the flag that maps them, and binary
@@ -27,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fcnseg.data.bands import infer_bands
 from fcnseg.data.classes import IGNORE_INDEX, RGB, ClassInfo, bitget_colormap, load_class_file, looks_like_class_file
 from fcnseg.data.colors import ColorTable
 from fcnseg.data.dataset import LabelDecoder, SegmentationDataset, Transforms
-from fcnseg.data.decode import IMAGE_SUFFIXES, read_label_png
+from fcnseg.data.decode import IMAGE_SUFFIXES, is_junk, read_label_png
 from fcnseg.data.errors import DataError, require_dir
 
 logger = logging.getLogger(__name__)
@@ -58,11 +60,6 @@ def _split_stems(root: Path, split: str, images: dict[str, Path]) -> list[str]:
         raise DataError(f"unknown folder split {split!r} ({list_file} is not a split list); valid splits: "
                         f"{', '.join(folder_splits(root))}, or the path of a list file of image stems")  # fmt: skip
     return read_split_list(list_file)
-
-
-def is_junk(path: Path) -> bool:
-    """Files beside the data that are never images or masks: hidden and macOS ``._`` files, Windows thumbnails."""
-    return path.name.startswith(".") or path.name.lower() in ("thumbs.db", "desktop.ini")
 
 
 def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
@@ -117,6 +114,7 @@ def stored_values(masks: list[Path], limit: int = 50) -> str:
         except DataError:
             continue
         kinds.add("colour" if raw.ndim == 3 else "single-channel")
+        raw = raw.astype(np.uint8) * 255 if raw.dtype == np.bool_ else raw  # 1-bit white, as a grey level
         if raw.ndim == 2 and len(values) <= 64:
             values.update(np.unique(raw).tolist())
     shown = ", ".join(map(str, sorted(values)[:16])) + (", ..." if len(values) > 16 else "")
@@ -181,6 +179,7 @@ def folder_dataset(
     unknown_colors: str = "error",
     color_tolerance: int = 0,
     resize_masks: bool = False,
+    bands: int | None = None,
     cache: bool = False,
     verify: bool = True,
 ) -> SegmentationDataset:
@@ -201,6 +200,9 @@ def folder_dataset(
         unknown_colors: ``error`` or ``void``: what a mask colour that is neither a class nor void becomes.
         color_tolerance: per-channel difference within which a near colour matches a class or void colour.
         resize_masks: resize masks stored at another scale (same aspect ratio) to their images, nearest neighbour.
+        bands: image bands every file is read with (:mod:`fcnseg.data.decode`); ``None``: from the headers of all the
+            images in the image folder, whatever the split (:func:`fcnseg.data.bands.infer_bands`: all grey -> 1, grey
+            and RGB -> 3, all ``B``-band -> ``B``; other mixtures are an error).
         cache: keep decoded samples in memory.
         verify: check that every image has a mask.
 
@@ -255,4 +257,10 @@ def folder_dataset(
         void_declared=declared,
         hint=hint,
     )
-    return SegmentationDataset(files, info, decoder, transforms, cache=cache, verify=verify, resize_masks=resize_masks)
+    if bands is None:
+        bands = infer_bands(list(images.values()))
+    elif bands < 1:
+        raise DataError(f"bands must be a positive band count (1 grey, 3 RGB, 4 RGB + NIR, ...), got {bands}")
+    return SegmentationDataset(
+        files, info, decoder, transforms, cache=cache, verify=verify, resize_masks=resize_masks, bands=bands
+    )

@@ -1,0 +1,223 @@
+"""Users' own masks: grey-level and binary masks are read as the user means, never voided in silence; one set of
+dataset flags for every command; labels that would make a mean IoU mislead are reported; masks stored at another
+scale; junk files beside the data. Each decoding rule is checked against a plain NumPy reference."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from user_dataset import BINARY_SLICES, BINARY_SMALL_MASK, write_binary_dataset
+
+from fcnseg.cli.main import build_parser, main
+from fcnseg.core import progress
+from fcnseg.data import DataError, build_dataset, check_dataset
+from fcnseg.data.options import DATA_FIELDS
+from fcnseg.evaluation import format_table, metrics_from_matrix
+
+
+def _write_pair(root: Path, stem: str, mask: np.ndarray, *, image_dir: str = "images", mask_dir: str = "masks") -> None:
+    (root / image_dir).mkdir(parents=True, exist_ok=True)
+    (root / mask_dir).mkdir(parents=True, exist_ok=True)
+    image = np.full((*mask.shape[:2], 3), 90, np.uint8)
+    Image.fromarray(image).save(root / image_dir / f"{stem}.png")
+    Image.fromarray(mask).save(root / mask_dir / f"{stem}.png")
+
+
+def _reference(stored: np.ndarray, values: list[int]) -> np.ndarray:
+    """Class ``k`` where the stored value is ``values[k]``, 255 elsewhere: the NumPy reading of ``--mask-values``."""
+    out = np.full(stored.shape, 255, np.uint8)
+    for k, v in enumerate(values):
+        out[stored == v] = k
+    return out
+
+
+@pytest.mark.parametrize("values", [[0, 255], [0, 1, 2], [0, 128, 255]])
+def test_mask_values_decode_grey_masks_as_numpy_does(tmp_path: Path, values: list[int]) -> None:
+    rng = np.random.default_rng(len(values))
+    stored = np.asarray(values, np.uint8)[rng.integers(0, len(values), (20, 30))]
+    _write_pair(tmp_path, "a", stored)
+    dataset = build_dataset("folder", tmp_path, "all", mask_values=values)
+    _, mask = dataset[0]
+    np.testing.assert_array_equal(mask.numpy(), _reference(stored, values))
+    assert dataset.classes.num_classes == len(values)
+    assert [c[0] for c in dataset.classes.colors] == [min(255, v * 255 // max(255, max(values))) for v in values]
+
+
+def test_grey_class_file_reads_a_single_channel_mask_as_grey_levels(tmp_path: Path) -> None:
+    stored = np.array([[0, 255, 255], [0, 0, 128]], np.uint8)
+    _write_pair(tmp_path, "a", stored)
+    (tmp_path / "classes.txt").write_text("membrane 0 0 0\ncell 255 255 255\nvoid 128 128 128\n")
+    _, mask = build_dataset("folder", tmp_path, "all", classes=tmp_path / "classes.txt")[0]
+    np.testing.assert_array_equal(mask.numpy(), [[0, 1, 1], [0, 0, 255]])
+    # A class file with a colour that is not grey keeps single-channel masks as class indices.
+    (tmp_path / "classes.txt").write_text("membrane 0 0 0\ncell 255 0 0\n")
+    with pytest.raises(DataError, match=r"label values \[128\] are neither a class \(0\.\.1\) nor void"):
+        build_dataset("folder", tmp_path, "all", classes=tmp_path / "classes.txt")[0]
+
+
+def test_16_bit_and_1_bit_masks_through_mask_values(tmp_path: Path) -> None:
+    wide = np.array([[0, 65535], [65535, 0]], np.uint16)
+    _write_pair(tmp_path, "a", wide)
+    _, mask = build_dataset("folder", tmp_path, "all", mask_values=[0, 65535])[0]
+    np.testing.assert_array_equal(mask.numpy(), [[0, 1], [1, 0]])
+    bits = np.array([[False, True, True], [True, False, False]])
+    (tmp_path / "images" / "a.png").unlink()
+    _write_pair(tmp_path, "b", bits)
+    (tmp_path / "masks" / "a.png").unlink()
+    Image.fromarray(bits).convert("1").save(tmp_path / "masks" / "b.png")
+    _, as_grey = build_dataset("folder", tmp_path, "all", mask_values=[0, 255])[0]
+    _, as_index = build_dataset("folder", tmp_path, "all", num_classes=2)[0]
+    np.testing.assert_array_equal(as_grey.numpy(), bits.astype(np.uint8))  # white is 255, class 1
+    np.testing.assert_array_equal(as_index.numpy(), bits.astype(np.uint8))  # white is index 1
+
+
+def test_a_value_the_options_do_not_describe_is_an_error_naming_it(tmp_path: Path) -> None:
+    _write_pair(tmp_path, "a", np.array([[0, 255, 7]], np.uint8))
+    with pytest.raises(DataError, match=r"a\.png: label values \[7\] are neither a class \(0, 255\) nor void"):
+        build_dataset("folder", tmp_path, "all", mask_values=[0, 255])[0]
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("em") / "EM stack (export 2)"
+    return root, write_binary_dataset(root)
+
+
+def _data(root: Path, *extra: str) -> list[str]:
+    return ["--dataset", "folder", "--data-root", str(root), "--image-dir", "image", "--mask-dir", "label", *extra]
+
+
+def test_check_data_tells_a_user_without_a_class_file_what_to_do(cells, capsys) -> None:
+    root, _ = cells
+    assert main(["check-data", *_data(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"masks in {root / 'label'} hold the values 0, 255 (single-channel, in 12 of 12 files read)" in out
+    assert "--mask-values V0 V1" in out and "--num-classes N" in out and "--classes FILE" in out
+
+
+def test_binary_masks_read_as_indices_are_never_voided_in_silence(cells, tmp_path, capsys) -> None:
+    root, _ = cells
+    assert main(["check-data", *_data(root, "--num-classes", "2", "--resize-masks")]) == 1
+    out = capsys.readouterr().out
+    assert "masks of all: 12 single-channel mask(s) as class indices 0..1" in out
+    line = "masks hold only the values 0 and 255, read as class indices 0..1: 255 would be void"
+    assert f"10 of the 12 {line}" in out and "--mask-values 0 255" in out
+
+    run = tmp_path / "run"
+    train = ["train", "--model", "fcn8s_squeezenet1_1", *_data(root, "--num-classes", "2", "--resize-masks"),
+             "--val-fraction", "0.25", "--iters", "2", "--out", str(run), "--device", "cpu"]  # fmt: skip
+    assert main(train) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"7 of the 9 {line}" in err and "--mask-values 0 255" in err  # the 9 training masks
+    assert not list(run.glob("*.pt"))  # stopped before its first step
+
+
+def test_check_data_groups_masks_at_another_scale_and_resizes_them(cells, capsys) -> None:
+    root, expected = cells
+    assert main(["check-data", *_data(root, "--mask-values", "0", "255")]) == 1
+    out = capsys.readouterr().out
+    assert "1 problem(s):" in out
+    assert f"1 mask(s) stored at another scale than their images, with the same aspect ratio; e.g. [all] {root}" in out
+    assert f"{BINARY_SMALL_MASK}.png: mask is 64x48 (WxH)" in out and "--resize-masks" in out
+
+    assert main(["check-data", *_data(root, "--mask-values", "0", "255", "--resize-masks")]) == 0
+    out = capsys.readouterr().out
+    assert f"all: {BINARY_SLICES} items, {BINARY_SLICES} read without problems" in out  # junk files are no items
+    assert f"{'value0':<20} {expected['membrane']:>12d}" in out
+    assert f"{'value255':<20} {expected['cell']:>12d}" in out
+    assert "masks of all: 12 single-channel mask(s) as --mask-values 0 255" in out and "no problems found" in out
+
+
+def test_another_size_of_another_shape_stays_an_error(tmp_path: Path) -> None:
+    _write_pair(tmp_path, "a", np.zeros((4, 6), np.uint8))
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "masks" / "a.png")
+    dataset = build_dataset("folder", tmp_path, "all", num_classes=2, resize_masks=True)
+    with pytest.raises(DataError, match=r"mask is 4x4 \(WxH\) but its image .* is 6x4; image and mask must have"):
+        dataset[0]
+
+
+def test_the_binary_set_trains_evaluates_predicts_and_exports(cells, tmp_path, capsys, caplog) -> None:
+    root, _ = cells
+    run = tmp_path / "run"
+    options = _data(root, "--mask-values", "0", "255", "--resize-masks")
+    train = ["train", "--model", "fcn8s_squeezenet1_1", *options, "--val-fraction", "0.25", "--iters", "3",
+             "--batch-size", "2", "--crop-size", "64", "64", "--val-every", "3", "--workers", "0", "--device", "cpu",
+             "--out", str(run)]  # fmt: skip
+    assert main(train) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["mask_values"] == [0, 255] and config["image_dir"] == "image" and config["resize_masks"] is True
+    val = (run / "splits" / "val.txt").read_text().split()
+    assert len(val) == 3 and all(s.startswith("slice_") for s in val)  # the seeded split lists image/, not images/
+    capsys.readouterr()
+
+    # The run recorded its dataset options: eval needs only the split, and finds the run's seeded val list.
+    report = tmp_path / "val.json"
+    assert main(["eval", str(run / "best.pt"), "--split", "val", "--backend", "torch", "--json", str(report)]) == 0
+    scored = json.loads(report.read_text())
+    assert [c["name"] for c in scored["per_class"]] == ["value0", "value255"]
+    assert sum(map(sum, scored["confusion"])) == 3 * 96 * 128
+
+    out = tmp_path / "masks"
+    assert main(["predict", str(run / "best.pt"), str(root / "image"), "--out", str(out), "--backend", "torch"]) == 0
+    assert sorted(p.name for p in out.glob("slice_*.png")) == [f"slice_{i:02d}.png" for i in range(BINARY_SLICES)]
+    assert main(["export", str(run / "best.pt"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+
+
+def test_every_command_takes_the_same_dataset_flags() -> None:
+    def dataset_flags(command: str) -> set[str]:
+        parser = build_parser(command)
+        sub = next(a for a in parser._actions if hasattr(a, "choices") and isinstance(a.choices, dict))
+        return {o for a in sub.choices[command]._actions for o in a.option_strings if a.dest in DATA_FIELDS}
+
+    flags = dataset_flags("check-data")
+    assert {"--mask-values", "--image-dir", "--mask-dir", "--resize-masks", "--num-classes", "--bands"} <= flags
+    assert dataset_flags("train") == flags == dataset_flags("eval")
+
+
+def test_label_findings_single_class_absent_class_and_void_majority(tmp_path: Path) -> None:
+    mask = np.zeros((10, 10), np.uint8)
+    _write_pair(tmp_path, "a", mask)
+    report = check_dataset("folder", tmp_path, progress=False, num_classes=3)
+    assert not report.ok and any("single class, class0" in p.message for p in report.problems)
+    mask[:2] = 1
+    _write_pair(tmp_path, "a", mask)
+    report = check_dataset("folder", tmp_path, progress=False, num_classes=3)
+    assert [p.message for p in report.problems] == ["classes never seen: class2"] and not report.ok
+    mask[:] = 255
+    mask[0, :3] = (0, 1, 2)
+    _write_pair(tmp_path, "a", mask)
+    report = check_dataset("folder", tmp_path, progress=False, num_classes=3)
+    assert report.ok and [(p.kind, p.message) for p in report.problems] == [
+        ("warning", "void covers 97 % of the pixels")
+    ]
+
+
+def test_the_mean_iou_says_over_how_many_classes_it_was_taken() -> None:
+    # ground truth holds only class 0 (rows), the model predicts class 0 everywhere: IoU 1 over 1 of 2 classes
+    metrics = metrics_from_matrix(np.array([[10, 0], [0, 0]]), ["membrane", "cell"])
+    assert metrics["mean_iou"] == 1.0 and metrics["iou_classes"] == 1 and metrics["absent_classes"] == ["cell"]
+    assert "mean IoU                 100.00 (over 1 of 2 classes; not in the ground truth: cell)" in format_table(
+        metrics
+    )
+    full = metrics_from_matrix(np.array([[3, 1], [1, 3]]), ["a", "b"])
+    assert full["absent_classes"] == [] and "over" not in format_table(full)
+
+
+def test_short_loops_log_no_progress_lines(monkeypatch, caplog) -> None:
+    clock = iter(np.arange(0.0, 100.0, 0.1))  # each step 0.1 s: 30 steps in 3 s
+    monkeypatch.setattr(progress.time, "monotonic", lambda: float(next(clock)))
+    with caplog.at_level(logging.INFO, logger="fcnseg.progress"):
+        bar = progress.LogProgress(total=30, desc="check")
+        for _ in range(30):
+            bar.update()
+    assert caplog.records == []
+    with caplog.at_level(logging.INFO, logger="fcnseg.progress"):
+        bar = progress.LogProgress(total=300, desc="check")  # 30 s: lines after the quiet start, every 15 steps
+        for _ in range(300):
+            bar.update()
+    assert 10 <= len(caplog.records) <= 20 and caplog.records[-1].getMessage().startswith("check: 300/300")

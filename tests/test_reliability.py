@@ -156,8 +156,9 @@ def test_usage_errors_are_one_line_with_status_2(argv, expected, capsys) -> None
     assert expected in err and len(err.splitlines()) == 1, err
 
 
-def test_progress_without_a_terminal_is_occasional_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+def test_progress_without_a_terminal_is_occasional_log_lines(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
     assert not progress.stderr_is_terminal()  # pytest captures stderr
+    monkeypatch.setattr(progress, "QUIET_SECONDS", 0.0)  # a long run: lines from the start
     bar = progress.make_bar(600, desc="train", unit="step")
     with caplog.at_level(logging.INFO, logger="fcnseg.progress"):
         for _ in range(600):

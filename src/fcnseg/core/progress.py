@@ -40,7 +40,7 @@ class LogProgress:
         unit: name of a step.
         every: a line every ``every`` steps (default: about 20 lines per run).
         seconds: and at least one every ``seconds`` seconds.
-        quiet: seconds without any line at the start.
+        quiet: seconds without any line at the start (default :data:`QUIET_SECONDS`).
     """
 
     def __init__(
@@ -51,11 +51,11 @@ class LogProgress:
         unit: str = "it",
         every: int | None = None,
         seconds: float = LOG_EVERY_SECONDS,
-        quiet: float = QUIET_SECONDS,
+        quiet: float | None = None,
     ) -> None:
         self.total, self.n, self.desc, self.unit = total, initial, desc, unit
         self.every = every or max(1, (total or 0) // 20) or 1
-        self.seconds, self.quiet = seconds, quiet
+        self.seconds, self.quiet = seconds, QUIET_SECONDS if quiet is None else quiet
         self.postfix = ""
         self._start = self._last_time = time.monotonic()
         self._start_n = self._last_n = initial

@@ -36,7 +36,7 @@ def _command(data: Path, out: Path) -> list[str]:
             "--data-root", str(data), "--classes", str(data / "classes.txt"), "--out", str(out),
             "--iters", str(ITERS), "--batch-size", "2", "--crop-size", "64", "64", "--lr", "0.001",
             "--val-every", "3", "--log-every", "1", "--workers", "0", "--device", "cpu", "--precision", "fp32",
-            "--no-cache", "--resume"]  # fmt: skip
+            "--resume"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -169,8 +169,25 @@ def test_config_precedence_defaults_preset_file_flags(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("learning_rate = 1\n")
     with pytest.raises(ValueError, match="unknown keys \\['learning_rate'\\]"):
         config_from_args(parser.parse_args(["train", "--data-root", "d", "--config", str(tmp_path / "bad.toml")]))
+    (tmp_path / "cosine.toml").write_text('schedule = "cosine"\n')
     with pytest.raises(ValueError, match="--schedule must be one of"):
-        config_from_args(parser.parse_args(["train", "--data-root", "d", "--schedule", "cosine"]))
+        config_from_args(parser.parse_args(["train", "--data-root", "d", "--config", str(tmp_path / "cosine.toml")]))
+
+
+def test_every_config_key_is_a_grouped_flag_or_a_config_file_key(tmp_path: Path) -> None:
+    import dataclasses
+
+    from fcnseg.cli.main import build_parser
+    from fcnseg.training.config import CONFIG_ONLY, FLAG_GROUPS, config_from_args
+
+    grouped = [name for names in FLAG_GROUPS.values() for name in names]
+    assert sorted(grouped + list(CONFIG_ONLY)) == sorted(f.name for f in dataclasses.fields(TrainConfig))
+    parser = build_parser("train")
+    with pytest.raises(SystemExit):  # the paper's knobs are no flags...
+        parser.parse_args(["train", "--data-root", "d", "--input-scale", "2"])
+    (tmp_path / "old.json").write_text(json.dumps({"input_scale": 2.0, "poly_power": 1.0, "hflip": False}))
+    config = config_from_args(parser.parse_args(["train", "--data-root", "d", "--config", str(tmp_path / "old.json")]))
+    assert (config.input_scale, config.poly_power, config.hflip) == (2.0, 1.0, False)  # ...but config-file keys
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Command-line flags from dataclass fields: one definition gives the flag, its help and the config-file key.
 
 A field ``name: T = field(default=..., metadata={"help": ...})`` becomes ``--name`` (underscores as dashes), typed
-from the real annotation (``typing.get_type_hints``): ``bool`` is ``--name/--no-name``, a ``tuple``/``list`` takes
+from the real annotation (``typing.get_type_hints``): ``bool`` is ``--name`` (``--name/--no-name`` when it defaults
+to true), a ``tuple``/``list`` takes
 several values (``'none'`` disables a tuple), ``int``/``float``/``str`` are parsed as such; ``metadata["choices"]``
 limits the values. Every flag's default is left unset (``None``), so that callers can tell a given flag from a
 default and resolve precedence (field default < preset < config file < command line).
@@ -42,12 +43,15 @@ def add_dataclass_flags(
         f = fields[name]
         flag = "--" + name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f.metadata.get("help", "") + (f" (default: {default})" if default not in (None, "", ()) else "")
+        shown = default not in (None, "", (), False)
+        help_text = f.metadata.get("help", "") + (f" (default: {default})" if shown else "")
         kind = _base_type(hints[name])
         origin = typing.get_origin(kind)
         choices = f.metadata.get("choices")
-        if kind is bool:
+        if kind is bool and default:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif kind is bool:
+            parser.add_argument(flag, action="store_const", const=True, default=None, help=help_text)
         elif origin in (tuple, list):
             item = next((a for a in typing.get_args(kind) if a is not Ellipsis), str)
             nargs = "+" if origin is list else len(typing.get_args(kind))

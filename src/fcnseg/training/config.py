@@ -224,16 +224,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 FLAG_GROUPS = {
     "dataset (the same flags in check-data, train and eval)": DATA_FIELDS,
     "training data": ("train_split", "val_split", "val_fraction", "skip_bad_samples", "cache", "workers"),
-    "model": (
-        "model",
-        "backbone_weights",
-        "weights_sha256",
-        "init_from",
-        "staged",
-        "layout",
-        "at_once",
-        "learnable_upsampling",
-    ),
+    "model": ("model", "backbone_weights", "weights_sha256", "init_from", "staged", "layout", "learnable_upsampling"),
     "optimisation": (
         "preset",
         "iters",
@@ -241,40 +232,44 @@ FLAG_GROUPS = {
         "batch_size",
         "crop_size",
         "scale_range",
-        "hflip",
         "jitter",
         "lr",
         "momentum",
         "weight_decay",
-        "input_scale",
-        "stage_lr_factor",
-        "schedule",
-        "poly_power",
-        "warmup",
     ),
-    "loss": ("loss_norm", "class_weights", "hard_fraction", "lovasz"),
-    "run": (
-        "out",
-        "precision",
-        "device",
-        "seed",
-        "val_every",
-        "log_every",
-        "resume",
-        "tensorboard",
-        "sync_bn",
-        "dist_timeout",
-        "skip_nonfinite",
-    ),
+    "loss": ("hard_fraction", "lovasz"),
+    "run": ("out", "precision", "device", "seed", "val_every", "log_every", "resume", "tensorboard", "skip_nonfinite"),
 }
-"""``fcnseg train --help``'s groups of flags, by concern; every field of :class:`TrainConfig` is in one."""
+"""``fcnseg train --help``'s groups of flags, by concern."""
+CONFIG_ONLY = (
+    "input_scale",
+    "stage_lr_factor",
+    "loss_norm",
+    "schedule",
+    "poly_power",
+    "warmup",
+    "hflip",
+    "at_once",
+    "class_weights",
+    "sync_bn",
+    "dist_timeout",
+)
+"""Keys of the config file (and of ``config.json``) without a flag: the paper preset's knobs and rarely changed ones.
+Every field of :class:`TrainConfig` is in :data:`FLAG_GROUPS` or here."""
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per ``TrainConfig`` field, in groups; every default is left unset so that precedence can be resolved."""
     for title, names in FLAG_GROUPS.items():
         add_dataclass_flags(parser.add_argument_group(title), TrainConfig, names)
-    parser.add_argument("--config", type=Path, default=None, help="YAML or TOML file whose keys are these flags")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML or TOML file whose keys are these flags (underscores or dashes), and also "
+        + ", ".join(CONFIG_ONLY)
+        + " (see docs/training.md)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

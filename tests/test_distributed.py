@@ -22,6 +22,7 @@ from fcnseg.cli.main import main
 from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.core.distributed import World, global_loss, shard, share
 from fcnseg.data.synthetic import write_shapes_dataset
+from fcnseg.inference.predictor import Predictor
 from fcnseg.models import model_from_checkpoint
 from fcnseg.training.config import TrainConfig
 from fcnseg.training.data import EpochBatches
@@ -165,7 +166,8 @@ def test_sharded_validation_and_eval_equal_one_process_exactly(shapes: Path, two
         "folder", shapes, "val", eval_transforms(norm["mean"], norm["std"]), classes=str(shapes / "classes.txt")
     )
     assert len(val) == 5
-    alone = evaluate(model_from_checkpoint(ckpt), val, classes=ckpt["classes"], progress=False)
+    predictor = Predictor(model_from_checkpoint(ckpt), classes=ckpt["classes"], precision="fp32")
+    alone = evaluate(predictor, val, progress=False)
     assert ckpt["metrics"]["confusion"] == alone.matrix.tolist()  # validation during training, 2 shards
     assert ckpt["metrics"]["mean_iou"] == alone.metrics["mean_iou"]
 

@@ -17,11 +17,13 @@ from fcnseg.evaluation import (
     colorize,
     evaluate,
     format_table,
+    model_state_kept,
     plot_confusion,
     plot_curves,
     plot_samples,
     write_report,
 )
+from fcnseg.inference.predictor import Predictor
 
 NAMES = ("road", "car", "sky")
 CLASSES = {"names": list(NAMES), "colors": [[128, 64, 128], [0, 0, 142], [70, 130, 180]]}
@@ -67,20 +69,25 @@ def _check_expected(metrics: dict) -> None:
     assert metrics["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
 
 
+def _predictor(model: nn.Module | None = None, **options) -> Predictor:
+    return Predictor(model or ChannelZeroIsPrediction(), classes=CLASSES, precision="fp32", **options)
+
+
 @pytest.mark.parametrize(
-    ("options", "forward_calls"),
+    ("options", "batch_size", "forward_calls"),
     [
-        ({}, 2),
-        ({"batch_size": 2}, 1),
-        ({"mode": "slide", "tile_size": (1, 1), "overlap": 0.0}, 8),  # four 1x1 windows per 2x2 image
-        ({"flip": True}, 4),
+        ({}, 1, 2),
+        ({}, 2, 1),
+        ({"tile_size": (1, 1), "overlap": 0.0}, 1, 8),  # four 1x1 windows per 2x2 image
+        ({"flip": True}, 1, 4),
     ],
     ids=["whole", "batched", "slide", "flip"],
 )
-def test_evaluate_gives_metrics_of_the_hand_known_matrix(options, forward_calls):
+def test_evaluate_gives_metrics_of_the_hand_known_matrix(options, batch_size, forward_calls):
     model = ChannelZeroIsPrediction()
     model.train()
-    result = evaluate(model, DATASET, classes=CLASSES, progress=False, **options)
+    with model_state_kept(model):
+        result = evaluate(_predictor(model, **options), DATASET, batch_size=batch_size, progress=False)
     _check_expected(result.metrics)
     assert result.matrix.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
     assert result.num_images == 2
@@ -93,10 +100,8 @@ def test_evaluate_gives_metrics_of_the_hand_known_matrix(options, forward_calls)
 def test_batch_of_mixed_sizes_and_sample_capture():
     # A third, 1x3 image: target [2, 2, 0], prediction [2, 0, 0] adds gt2->2, gt2->0, gt0->0.
     data = [*DATASET, _item(pred=[[2, 0, 0]], target=[[2, 2, 0]])]
-    normalization = {"mean": [0.5] * 3, "std": [0.25] * 3}
-    result = evaluate(
-        ChannelZeroIsPrediction(), data, classes=CLASSES, batch_size=2, num_samples=3, progress=False, **normalization
-    )
+    predictor = _predictor(mean=[0.5] * 3, std=[0.25] * 3)
+    result = evaluate(predictor, data, batch_size=2, num_samples=3, progress=False)
     assert result.matrix.tolist() == [[3, 1, 0], [0, 1, 1], [1, 0, 2]]
     assert len(result.samples) == 3
     last = result.samples[2]
@@ -109,7 +114,7 @@ def test_batch_of_mixed_sizes_and_sample_capture():
 
 
 def test_num_samples_caps_the_kept_samples():
-    result = evaluate(ChannelZeroIsPrediction(), DATASET, classes=list(NAMES), num_samples=1, progress=False)
+    result = evaluate(_predictor(), DATASET, classes=list(NAMES), num_samples=1, progress=False)
     assert len(result.samples) == 1
     assert result.samples[0].pred.tolist() == [[0, 0], [1, 1]]
 
@@ -117,20 +122,24 @@ def test_num_samples_caps_the_kept_samples():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"mode": "tiles"}, "mode"),
-        ({"mode": "slide"}, "tile_size"),
-        ({"tile_size": 64}, "slide"),
-        ({"classes": ["a", "b"]}, "classes"),
+        ({"tile_size": "tiles"}, "tile_size"),
+        ({"tile_size": (0, 64)}, "tile_size"),
+        ({"overlap": 1.0}, "overlap"),
+        ({"scales": (1.0, 0.0)}, "scales"),
     ],
 )
-def test_evaluate_rejects_bad_settings(options, message):
-    kwargs = {"classes": CLASSES, "progress": False, **options}
+def test_the_predictor_rejects_bad_settings_once_for_eval_and_predict(options, message):
     with pytest.raises(ValueError, match=message):
-        evaluate(ChannelZeroIsPrediction(), DATASET, **kwargs)
+        _predictor(**options)
+
+
+def test_evaluate_rejects_classes_the_model_does_not_predict():
+    with pytest.raises(ValueError, match="classes"):
+        evaluate(_predictor(), DATASET, classes=["a", "b"], progress=False)
 
 
 def test_write_report_writes_json_and_pngs(tmp_path):
-    result = evaluate(ChannelZeroIsPrediction(), DATASET, classes=CLASSES, num_samples=2, progress=False)
+    result = evaluate(_predictor(), DATASET, num_samples=2, progress=False)
     written = write_report(result, CLASSES, tmp_path / "report", extra={"split": "val"})
     assert set(written) == {"json", "confusion", "samples"}
     text = written["json"].read_text()
@@ -150,7 +159,7 @@ def test_write_report_writes_json_and_pngs(tmp_path):
 
 
 def test_write_report_explicit_paths_only(tmp_path):
-    result = evaluate(ChannelZeroIsPrediction(), DATASET, classes=CLASSES, progress=False)
+    result = evaluate(_predictor(), DATASET, progress=False)
     written = write_report(result, json_path=tmp_path / "m.json")
     assert written == {"json": tmp_path / "m.json"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]  # no temporary file left behind
@@ -314,5 +323,5 @@ def test_cli_eval_user_errors(folder_split, fake_checkpoint, tmp_path, capsys):
     assert main(["eval", str(fake_checkpoint), *base, "--classes", str(class_file)]) == 2
     assert "has 2 classes but checkpoint" in capsys.readouterr().err
 
-    assert main(["eval", str(fake_checkpoint), *base, "--mode", "slide"]) == 2
-    assert "--tile-size" in capsys.readouterr().err
+    assert main(["eval", str(fake_checkpoint), *base, "--tile-size", "0", "64"]) == 2
+    assert "tile_size must be None, 'auto' or a positive (height, width)" in capsys.readouterr().err

@@ -66,9 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
     best = out / "best.pt"
     device = resolve_device(args.device)
-    predictor = Predictor.from_checkpoint(best, device=device)
-    val = build_dataset("folder", data, "val", eval_transforms(), classes=data / "classes.txt")
-    result = evaluate(predictor.model, val, classes=val.classes, device=device, num_samples=6, progress=False)
+    predictor = Predictor.from_checkpoint(best, device=device, backend="torch")
+    val = build_dataset(
+        "folder", data, "val", eval_transforms(predictor.mean, predictor.std), classes=data / "classes.txt"
+    )
+    result = evaluate(predictor, val, classes=val.classes, num_samples=6, progress=False)
     write_report(result, val.classes, out / "eval")
     predictions = out / "predictions"
     classes = predictor.classes

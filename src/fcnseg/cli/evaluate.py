@@ -22,13 +22,18 @@ from pathlib import Path
 import torch
 
 from fcnseg.cli.dataset_args import add_dataset_arguments, data_options
+from fcnseg.cli.inference_args import (
+    add_inference_arguments,
+    add_model_argument,
+    checked_model_file,
+    predictor_options,
+)
 from fcnseg.cli.main import UserError
 from fcnseg.core.checkpoint import recorded_config
-from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device
+from fcnseg.core.device import resolve_device
 from fcnseg.core.distributed import World, distributed_session
 from fcnseg.data import DataOptions, build_dataset, dataset_splits, eval_transforms
 from fcnseg.inference.predictor import Predictor
-from fcnseg.inference.runtimes import BACKENDS
 
 logger = logging.getLogger(__name__)
 
@@ -40,55 +45,14 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
         help="evaluate a checkpoint on a dataset split (pixel acc, mean acc, mean IoU, fw IoU)",
         description=__doc__,
     )
-    p.add_argument(
-        "checkpoint", type=Path, help="checkpoint written by `fcnseg train`, or a .onnx/.xml from export/quantize"
-    )
-    p.add_argument(
-        "--backend",
-        choices=("auto", *BACKENDS),
-        default="auto",
-        help="runtime to score through, as `fcnseg predict --backend` (default auto: openvino when installed and "
-        "on CPU, else torch)",
-    )
-    p.add_argument(
-        "--weights-sha256", metavar="HEX", help="SHA-256 the checkpoint must have, checked before reading it"
-    )
+    add_model_argument(p)
     add_dataset_arguments(p)
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument(
         "--json", metavar="FILE", type=Path, help="write the metrics JSON here (default: OUT/metrics.json with --out)"
     )
     p.add_argument("--out", metavar="DIR", type=Path, help="report folder: metrics.json, confusion.png, samples.png")
-    p.add_argument(
-        "--mode",
-        choices=("whole", "slide"),
-        help="whole-image or sliding-window inference (default: slide with --tile-size)",
-    )
-    p.add_argument("--tile-size", nargs=2, type=int, metavar=("H", "W"), help="sliding-window size")
-    p.add_argument(
-        "--overlap",
-        metavar="F",
-        type=float,
-        default=1 / 3,
-        help="fraction of a window shared with its neighbour (default: 1/3)",
-    )
-    p.add_argument(
-        "--scales",
-        metavar="S",
-        nargs="+",
-        type=float,
-        default=[1.0],
-        help="test-time scales whose logits are averaged (default: 1)",
-    )
-    p.add_argument("--flip", action="store_true", help="also average the logits of the horizontally flipped image")
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help=f"autocast precision: {PRECISION_HELP} (default: auto)",
-    )
-    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"{DEVICE_HELP} (default: {DEFAULT_DEVICE})")
-    p.add_argument("--batch-size", metavar="B", type=int, default=1, help="images per forward pass (default: 1)")
+    add_inference_arguments(p)
     p.add_argument(
         "--num-samples", metavar="N", type=int, default=6, help="images drawn in OUT/samples.png (default: 6)"
     )
@@ -103,24 +67,6 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     )
     p.set_defaults(run=run)
     return p
-
-
-def _check_args(args: argparse.Namespace) -> str:
-    """Validate the numeric options; returns the inference mode."""
-    mode = args.mode or ("slide" if args.tile_size else "whole")
-    if mode == "slide" and not args.tile_size:
-        raise UserError("--mode slide needs --tile-size H W (e.g. --tile-size 512 512)")
-    if mode == "whole" and args.tile_size:
-        raise UserError("--tile-size is only used with --mode slide")
-    if args.tile_size and min(args.tile_size) < 1:
-        raise UserError(f"--tile-size must be positive, got {args.tile_size}")
-    if not 0.0 <= args.overlap < 1.0:
-        raise UserError(f"--overlap must be in [0, 1), got {args.overlap}")
-    if any(s <= 0 for s in args.scales):
-        raise UserError(f"--scales must be positive, got {args.scales}")
-    if args.batch_size < 1 or args.num_samples < 0 or args.workers < 0:
-        raise UserError("--batch-size must be >= 1, --num-samples and --workers >= 0")
-    return mode
 
 
 def _dataset_num_classes(dataset: object) -> int | None:
@@ -166,20 +112,10 @@ def _split(checkpoint: Path, options: DataOptions, split: str) -> str:
     return str(run_list) if run_list.is_file() else split
 
 
-def _predictor(args: argparse.Namespace, mode: str, device: torch.device) -> Predictor:
-    """The predictor ``fcnseg predict`` would build for ``args.checkpoint`` and ``args.backend``, with eval's
-    inference settings (tiling, scales, flip, precision)."""
+def _predictor(args: argparse.Namespace, device: torch.device) -> Predictor:
+    """The predictor ``fcnseg predict`` would build with the same flags."""
     try:
-        predictor = Predictor.from_checkpoint(
-            args.checkpoint,
-            device,
-            backend=args.backend,
-            precision=args.precision,
-            tile_size=tuple(args.tile_size) if mode == "slide" else None,
-            overlap=args.overlap,
-            scales=tuple(args.scales),
-            flip=args.flip,
-        )
+        predictor = Predictor.from_checkpoint(args.checkpoint, **(predictor_options(args) | {"device": device}))
     except ValueError as err:
         raise UserError(str(err)) from err
     logger.info("scoring through %s %s", predictor.backend, predictor.computes_in)
@@ -188,13 +124,9 @@ def _predictor(args: argparse.Namespace, mode: str, device: torch.device) -> Pre
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate ``args.checkpoint`` on ``args.dataset``/``args.split``; print the table, write the report."""
-    mode = _check_args(args)
-    if not args.checkpoint.is_file():
-        raise UserError(f"checkpoint {args.checkpoint} not found; pass the .pt file written by `fcnseg train`")
-    if args.weights_sha256:
-        from fcnseg.core.safe_load import verify_sha256
-
-        verify_sha256(args.checkpoint, args.weights_sha256)
+    checked_model_file(args)
+    if args.num_samples < 0 or args.workers < 0:
+        raise UserError("--num-samples and --workers must be 0 or more")
     if args.dist_timeout <= 0:
         raise UserError(f"--dist-timeout must be positive, got {args.dist_timeout}")
     try:  # a clear error for a bad --device before any process group is joined
@@ -202,15 +134,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UserError(str(err)) from err
     with distributed_session(args.device or "auto", args.dist_timeout) as world:
-        return _evaluate(args, mode, world)
+        return _evaluate(args, world)
 
 
-def _evaluate(args: argparse.Namespace, mode: str, world: World) -> int:
+def _evaluate(args: argparse.Namespace, world: World) -> int:
     # Imported here, not at the top: `fcnseg --help` imports every subcommand module and should stay light.
     from fcnseg.evaluation import evaluate, format_table, write_report
 
     device = world.device
-    predictor = _predictor(args, mode, device)
+    predictor = _predictor(args, device)
     info = predictor.classes
     classes = {"names": list(info.names), "colors": [list(map(int, c)) for c in info.colors]}
     num_classes = len(classes["names"])

@@ -23,14 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
+from fcnseg.cli.inference_args import (
+    add_inference_arguments,
+    add_model_argument,
+    checked_model_file,
+    predictor_options,
+)
 from fcnseg.cli.main import UserError
-from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS
 from fcnseg.core.io import atomic_path
 from fcnseg.core.progress import progress_bar
 from fcnseg.data.decode import IMAGE_SUFFIXES, is_junk
 from fcnseg.inference.images import ImageReadError, save_mask_png
 from fcnseg.inference.predictor import Predictor
-from fcnseg.inference.runtimes import BACKENDS
 from fcnseg.inference.visualize import legend_image, overlay
 
 logger = logging.getLogger(__name__)
@@ -38,35 +42,11 @@ logger = logging.getLogger(__name__)
 
 def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help="segment images with a trained checkpoint", description=__doc__)
-    p.add_argument("checkpoint", type=Path, help="checkpoint file written by `fcnseg train`")
-    p.add_argument(
-        "--weights-sha256", metavar="HEX", help="SHA-256 the checkpoint must have, checked before reading it"
-    )
+    add_model_argument(p)
     p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--probs", action="store_true", help="also write <stem>_probs.npy (K, H, W) float32")
-    tiling = p.add_mutually_exclusive_group()
-    tiling.add_argument("--tile-size", type=int, nargs=2, metavar=("H", "W"), help="sliding-window size in pixels")
-    tiling.add_argument(
-        "--memory-budget",
-        type=float,
-        metavar="GB",
-        help="tile automatically when an image needs more than GB GiB (default: whole images)",
-    )
-    p.add_argument("--overlap", type=float, default=1 / 3, help="sliding-window overlap fraction (default 1/3)")
-    p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test-time scales (default 1.0)")
-    p.add_argument("--flip", action="store_true", help="average with the horizontally flipped prediction")
-    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"{DEVICE_HELP} (default: {DEFAULT_DEVICE})")
-    p.add_argument(
-        "--precision", choices=PRECISIONS, default="auto", help=f"autocast precision: {PRECISION_HELP} (default: auto)"
-    )
-    p.add_argument(
-        "--backend",
-        choices=("auto", *BACKENDS),
-        default="auto",
-        help="inference runtime (default auto: openvino when installed and on CPU, else torch)",
-    )
-    p.add_argument("--batch-size", type=int, default=1, help="same-size images inferred together (default 1)")
+    add_inference_arguments(p)
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     p.add_argument("--keep-going", action="store_true", help="on an unreadable input, report it and continue")
     p.set_defaults(run=run)
@@ -124,26 +104,7 @@ def _flush(predictor: Predictor, pending: list, out: Path, args: argparse.Namesp
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.checkpoint.is_file():
-        raise UserError(f"checkpoint '{args.checkpoint}' does not exist")
-    if args.weights_sha256:
-        from fcnseg.core.safe_load import verify_sha256
-
-        verify_sha256(args.checkpoint, args.weights_sha256)
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    tile_size = tuple(args.tile_size) if args.tile_size else ("auto" if args.memory_budget else None)
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint,
-        device=args.device,
-        precision=args.precision,
-        tile_size=tile_size,
-        memory_budget=(args.memory_budget or 2) * 2**30,
-        overlap=args.overlap,
-        scales=tuple(args.scales),
-        flip=args.flip,
-        backend=args.backend,
-    )
+    predictor = Predictor.from_checkpoint(checked_model_file(args), **predictor_options(args))
     print(f"backend: {predictor.backend} ({predictor.computes_in}) on {predictor.device}", flush=True)
     files = expand_inputs(args.inputs)
     if not files:

@@ -1,6 +1,14 @@
 """Evaluation: the confusion matrix and the paper's four metrics, the evaluation loop, report plots."""
 
-from fcnseg.evaluation.evaluate import EvalResult, Sample, class_names_colors, evaluate, format_table, write_report
+from fcnseg.evaluation.evaluate import (
+    EvalResult,
+    Sample,
+    class_names_colors,
+    evaluate,
+    format_table,
+    model_state_kept,
+    write_report,
+)
 from fcnseg.evaluation.metrics import ConfusionMatrix, metrics_from_matrix
 from fcnseg.evaluation.plots import plot_confusion, plot_curves, plot_samples
 from fcnseg.inference.visualize import colorize  # one implementation, shared with `fcnseg predict`
@@ -14,6 +22,7 @@ __all__ = [
     "evaluate",
     "format_table",
     "metrics_from_matrix",
+    "model_state_kept",
     "plot_confusion",
     "plot_curves",
     "plot_samples",

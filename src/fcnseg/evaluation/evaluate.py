@@ -11,11 +11,12 @@ summed, so every process gets the metrics of the whole split, equal to a one-pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,11 @@ from fcnseg.data.classes import IGNORE_INDEX, as_class_info
 from fcnseg.evaluation.metrics import ConfusionMatrix, coverage_note, metrics_from_matrix
 from fcnseg.evaluation.plots import plot_confusion, plot_samples
 from fcnseg.inference.predictor import Predictor
+from fcnseg.inference.visualize import display_rgb
 
 __all__ = ["EvalResult", "Sample", "class_names_colors", "evaluate", "format_table", "write_report"]
 
 logger = logging.getLogger(__name__)
-
-MODES = ("whole", "slide")
 
 
 @dataclass
@@ -83,10 +83,11 @@ def class_names_colors(classes: Any) -> tuple[list[str], np.ndarray]:
 
 
 def _to_uint8_image(image: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
-    """Undo the eval normalisation for display: ``(3, H, W)`` float -> ``(H, W, 3)`` uint8.
+    """Undo the eval normalisation for display: ``(B, H, W)`` float -> ``(H, W, 3)`` uint8.
 
     With ``mean``/``std`` on the 0..1 scale (torchvision convention) or 0..255 (Caffe convention, any value > 1);
-    without them the image is min-max stretched.
+    without them the image is min-max stretched. Images of other band counts than RGB show their first three bands
+    (or the grey band), scaled by :func:`~fcnseg.inference.visualize.display_rgb`.
     """
     x = image.detach().float().cpu()
     if mean is not None and std is not None:
@@ -96,6 +97,8 @@ def _to_uint8_image(image: Tensor, mean: Sequence[float] | None, std: Sequence[f
     else:
         lo, hi = x.min(), x.max()
         x = (x - lo) / (hi - lo).clamp_min(1e-12) * 255.0
+    if x.shape[0] != 3:
+        return display_rgb(x.permute(1, 2, 0).numpy())
     return x.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
@@ -122,95 +125,43 @@ def _running_miou(cm: ConfusionMatrix) -> float:
     return float((diag[union > 0] / union[union > 0]).mean()) if bool((union > 0).any()) else float("nan")
 
 
-def _check_settings(mode: str, tile_size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "whole":
-        if tile_size is not None:
-            raise ValueError("tile_size is only used with mode='slide' (sliding-window inference)")
-        return None
-    if tile_size is None:
-        raise ValueError("mode='slide' needs a tile_size (height, width), e.g. 512 512")
-    sizes = [int(tile_size)] * 2 if isinstance(tile_size, int) else [int(t) for t in tile_size]
-    if len(sizes) != 2 or min(sizes) < 1:
-        raise ValueError(f"tile_size must be one or two positive integers, got {tile_size}")
-    return sizes[0], sizes[1]
-
-
 def evaluate(
-    model: nn.Module | Predictor,
+    predictor: Predictor,
     dataset: Dataset,
     *,
-    classes: Any,
-    device: str | torch.device = "cpu",
+    classes: Any = None,
     batch_size: int = 1,
-    mode: str = "whole",
-    tile_size: int | Sequence[int] | None = None,
-    overlap: float = 1 / 3,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    precision: str = "fp32",
     progress: bool = True,
     num_samples: int = 0,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
     num_workers: int = 0,
     ignore_index: int = IGNORE_INDEX,
     world: World | None = None,
 ) -> EvalResult:
-    """Evaluate ``model`` on every item of ``dataset`` and compute the paper's metrics over the whole split.
+    """Score ``predictor`` on every item of ``dataset``: the paper's metrics over the whole split.
+
+    The predictor's device and inference settings (precision, tiling, scales, flip, backend) are the ones used,
+    the path ``fcnseg predict`` takes (build it with :class:`Predictor` or :meth:`Predictor.from_checkpoint`).
 
     Args:
-        model: maps ``(N, 3, H, W)`` normalised images to ``(N, K, H, W)`` logits; it is run by a
-            :class:`Predictor` built from the arguments below (moved to ``device``, in eval mode, on CPU in
-            channels_last; its training flag and memory format are restored afterwards). Or a ``Predictor``, whose
-            own device and inference settings are then used (``device``, ``mode``, ``tile_size``, ``overlap``,
-            ``scales``, ``flip`` and ``precision`` are not read).
-        dataset: items ``(image (3, H, W) float normalised, mask (H, W) int64)``, void = ``ignore_index``.
-        classes: the ``K`` classes (see :func:`class_names_colors`); names label ``per_class``.
-        device: where inference runs (``"auto"``: see :func:`fcnseg.core.device.resolve_device`).
+        predictor: the model and how it runs.
+        dataset: items ``(image (C, H, W) float normalised as the predictor's mean/std say, mask (H, W) int64)``,
+            void = ``ignore_index``.
+        classes: the ``K`` classes naming ``per_class`` (see :func:`class_names_colors`; default: the predictor's).
         batch_size: images per forward pass (images of different sizes in a batch are run one by one).
-        mode: ``"whole"`` image or ``"slide"`` (sliding window of ``tile_size``).
-        tile_size: window ``(height, width)`` (or one int) for ``mode="slide"``.
-        overlap: fraction shared by neighbouring windows.
-        scales: test-time resize factors whose logits are averaged.
-        flip: also average the logits of the horizontally flipped image.
-        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (see the engine).
         progress: show a progress bar.
         num_samples: how many (image, gt, pred) triples to keep for the report, from the start of the split.
-        mean: normalisation mean, to show sample images in their colours (min-max stretched without it).
-        std: normalisation std, with ``mean``.
         num_workers: DataLoader worker processes.
         ignore_index: void label of the masks.
         world: with several processes (``torchrun``), each evaluates its part of ``dataset`` and all get the metrics
-            of the whole split; samples come from rank 0's part, the start of the split. Give ``model`` itself, not
-            its DistributedDataParallel wrapper (the parts may differ in size by one image).
+            of the whole split; samples come from rank 0's part, the start of the split.
 
     Returns:
         An :class:`EvalResult`.
 
     Raises:
-        ValueError: bad settings, logits whose class count differs from ``classes``, or a split without any
-            labelled pixel.
+        ValueError: logits whose class count differs from ``classes``, or a split without any labelled pixel.
     """
-    names, _ = class_names_colors(classes)
-    if isinstance(model, Predictor):
-        predictor, restore = model, None
-    else:
-        tile = _check_settings(mode, tile_size)
-        restore = _model_state(model)
-        normalization = {"mean": mean, "std": std} if mean is not None and std is not None else {}
-        predictor = Predictor(
-            model,
-            classes=classes,
-            device=device,
-            precision=precision,
-            tile_size=tile,
-            overlap=overlap,
-            scales=scales,
-            flip=flip,
-            **normalization,
-        )
+    names, _ = class_names_colors(predictor.classes if classes is None else classes)
     device = predictor.device
     amp = autocast_dtype(predictor.precision, device)
     tile = predictor.tile_size
@@ -235,12 +186,9 @@ def evaluate(
     )
     cm = ConfusionMatrix(len(names), ignore_index=ignore_index)
     start = time.perf_counter()
-    try:
-        result = EvalResult({}, cm.matrix, settings=settings)
-        _accumulate(predictor.infer, loader, device, cm, result, num_samples, (mean, std), progress and world.is_main)
-    finally:
-        if restore is not None:
-            restore()
+    result = EvalResult({}, cm.matrix, settings=settings)
+    normalization = (predictor.mean, predictor.std)
+    _accumulate(predictor.infer, loader, device, cm, result, num_samples, normalization, progress and world.is_main)
     matrix = cm.matrix
     if world.enabled:  # every process ends with the counts of the whole split
         counts = all_reduce_sum(torch.cat([matrix.view(-1), torch.tensor([result.num_images])]), world)
@@ -258,21 +206,21 @@ def evaluate(
     return result
 
 
-def _model_state(model: nn.Module) -> Callable[[], None]:
-    """A function that gives ``model`` back its training flag and, if it had it, the default memory format.
+@contextlib.contextmanager
+def model_state_kept(model: nn.Module) -> Iterator[nn.Module]:
+    """Give ``model`` back its training flag and, if it had it, the default memory format on leaving.
 
-    The predictor puts the model in eval mode and, on CPU, its weights in channels_last; a model evaluated during
-    training goes back to training as it was.
+    A :class:`Predictor` puts its model in eval mode and, on CPU, its weights in channels_last; a model evaluated
+    during training goes back to training as it was.
     """
     was_training = model.training
     contiguous = all(p.is_contiguous() for p in model.parameters() if p.dim() == 4)
-
-    def restore() -> None:
+    try:
+        yield model
+    finally:
         model.train(was_training)
         if contiguous:
             model.to(memory_format=torch.contiguous_format)
-
-    return restore
 
 
 def _accumulate(

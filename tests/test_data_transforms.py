@@ -61,12 +61,50 @@ def test_crop_larger_than_image_pads_image_zero_mask_void() -> None:
     assert sorted(np.unique(m[m != IGNORE_INDEX])) == sorted(np.unique(mask.numpy()))
 
 
-def test_jitter_changes_image_only() -> None:
-    torch.manual_seed(0)
-    image, mask = encoded_sample(16, 24)
-    out_image, out_mask = train_transforms((16, 24), scale_range=None, hflip=False, jitter=True)(image, mask)
-    assert torch.equal(out_mask, mask)
-    assert out_image.dtype == torch.float32
+@pytest.mark.parametrize("seed", range(4))
+def test_jitter_changes_image_only(seed: int) -> None:
+    """Jitter recolours the image (same seed, with and without it), as a function of colour only; the mask is kept."""
+    image, mask = encoded_sample(32, 48, seed=seed)
+    outputs = []
+    for jitter in (False, True):
+        torch.manual_seed(seed)
+        outputs.append(train_transforms((32, 48), scale_range=None, hflip=False, jitter=jitter, **RAW)(image, mask))
+    (plain, plain_mask), (jittered, jittered_mask) = outputs
+    assert torch.equal(jittered_mask, mask) and torch.equal(plain_mask, mask)
+    assert (jittered - plain).abs().mean() > 2 / 255  # more than rounding: the colours moved
+    # Photometric only: pixels of one input colour get one output colour, so nothing moved or was resampled.
+    colours = image.reshape(3, -1).T.numpy()
+    out = jittered.reshape(3, -1).T.numpy()
+    _, group = np.unique(colours, axis=0, return_inverse=True)
+    first = np.zeros(group.max() + 1, dtype=np.int64)
+    first[group[::-1]] = np.arange(len(group))[::-1]
+    np.testing.assert_allclose(out, out[first[group]], atol=1e-6)
+
+
+def test_hflip_flips_image_and_mask_together_about_half_the_time() -> None:
+    image, mask = encoded_sample(32, 48)
+    flipped = []
+    for seed in range(16):
+        torch.manual_seed(seed)
+        out_image, out_mask = train_transforms((32, 48), scale_range=None, hflip=True, **RAW)(image, mask)
+        green = np.rint(out_image[1].numpy() * 255)  # the column index of the source pixel
+        was_flipped = bool(green[0, 0] == 47)
+        want = mask.flip(-1) if was_flipped else mask
+        assert torch.equal(out_mask, want)
+        columns = np.arange(48)[::-1] if was_flipped else np.arange(48)
+        np.testing.assert_array_equal(green, np.broadcast_to(columns, green.shape))
+        flipped.append(was_flipped)
+    assert 0 < sum(flipped) < 16
+
+
+def test_random_scale_resizes_mask_by_the_drawn_factor_with_nearest() -> None:
+    image, _ = encoded_sample(16, 24)
+    labels = torch.randint(0, 10, (16, 24), generator=torch.Generator().manual_seed(0))  # a new class every pixel
+    mask = tv_tensors.Mask(labels)
+    out_image, out_mask = train_transforms((32, 48), scale_range=(2.0, 2.0), hflip=False, **RAW)(image, mask)
+    expected = np.kron(labels.numpy(), np.ones((2, 2), dtype=np.int64))  # NEAREST at 2x repeats every pixel
+    np.testing.assert_array_equal(out_mask.numpy(), expected)  # no void: scaled to the crop, nothing padded
+    assert out_image.shape == (3, 32, 48)
 
 
 def test_eval_transforms_normalise_without_geometry_change() -> None:

@@ -45,6 +45,7 @@ def format_report(report: DataReport, weights: bool = False) -> str:
             else "no readable item"
         )
         lines.append(f"  {split}: {sr.num_items} items, {sr.num_ok} read without problems; {sizes}")
+    lines.extend(band_lines(report))
     if report.splits and report.classes is not None:
         counts = report.class_counts()
         freq = counts.frequencies
@@ -86,6 +87,23 @@ def _problem_lines(report: DataReport) -> list[str]:
     if not errors and not scaled:
         lines.append("no problems found")
     return lines
+
+
+def band_lines(report: DataReport) -> list[str]:
+    """The band count of the images and the per-band mean and std a model of them is normalised with."""
+    if report.bands is None:
+        return []
+    kind = {1: "1 band (grey)", 3: "3 bands (RGB)"}.get(report.bands, f"{report.bands} bands")
+    norm = report.normalization()
+    if norm is None:
+        return [f"images: {kind}; none read, so no per-band mean and std"]
+    if report.bands == 3:
+        source = "ImageNet's (RGB images are read as 8-bit)"
+    else:
+        images = sum(sr.num_ok for sr in report.splits.values())
+        source = f"of the {images} images read, [0, 1] scale (training takes them from its training split)"
+    mean, std = ("[" + ", ".join(f"{v:.4f}" for v in values) + "]" for values in norm)
+    return [f"images: {kind}; per-band normalisation {source}:", f"  mean {mean}", f"  std  {std}"]
 
 
 def _color_lines(report: DataReport) -> list[str]:

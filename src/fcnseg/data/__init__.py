@@ -1,7 +1,8 @@
 """Datasets, class tables, paired transforms and data checks for semantic segmentation.
 
-Every dataset returns ``(image, mask)``: ``tv_tensors.Image`` uint8 ``(3, H, W)`` RGB and ``tv_tensors.Mask``
-int64 ``(H, W)`` with classes ``0..K-1`` and void = :data:`IGNORE_INDEX` (255), then applies its transforms.
+Every dataset returns ``(image, mask)``: ``tv_tensors.Image`` ``(B, H, W)`` (uint8 RGB for ``B = 3``; see
+:mod:`fcnseg.data.decode` for other band counts) and ``tv_tensors.Mask`` int64 ``(H, W)`` with classes ``0..K-1`` and
+void = :data:`IGNORE_INDEX` (255), then applies its transforms.
 
 The names below load on first use (:mod:`fcnseg.core.lazy`): datasets and transforms import torchvision, which
 prediction does not need.
@@ -10,6 +11,10 @@ prediction does not need.
 from fcnseg.core.lazy import lazy_attributes
 
 _EXPORTS = {
+    "BandMoments": "fcnseg.data.bands",
+    "band_normalization": "fcnseg.data.bands",
+    "band_statistics": "fcnseg.data.bands",
+    "infer_bands": "fcnseg.data.bands",
     "ClassCounts": "fcnseg.data.checks",
     "DataReport": "fcnseg.data.checks",
     "Problem": "fcnseg.data.checks",
@@ -47,6 +52,7 @@ _EXPORTS = {
     "seg11valid_ids": "fcnseg.data.voc",
     "voc_dataset": "fcnseg.data.voc",
     "normalize_uint8": "fcnseg.data.normalize",
+    "normalize_image": "fcnseg.data.normalize",
 }
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -261,6 +261,8 @@ def scan_split(dataset: SegmentationDataset, split: str, report: DataReport, *, 
     """
     report.classes = dataset.classes
     report.bands = report.bands or dataset.bands
+    if isinstance(dataset.decode_mask, LabelDecoder):
+        dataset.decode_mask.reset_counts()  # count this split's masks only
     split_report = SplitReport(len(dataset), 0, ClassCounts.zeros(dataset.classes.num_classes))
     missing = {path for path, _ in dataset.missing_files()}
     for path, what in dataset.missing_files():

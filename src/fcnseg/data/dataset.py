@@ -37,7 +37,7 @@ class MaskScaleError(DataError):
 def same_aspect(mask_hw: tuple[int, int], image_hw: tuple[int, int]) -> bool:
     """True when a mask of ``mask_hw`` is the image ``image_hw`` scaled, within a pixel of rounding on either side."""
     (mh, mw), (h, w) = mask_hw, image_hw
-    return abs(mh * w - h * mw) <= max(w, h)
+    return abs(mh * w - h * mw) < max(w, h)
 
 
 def resize_nearest(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -52,8 +52,8 @@ class LabelDecoder:
     Single-channel masks are mapped through a look-up table (``lut[v]`` is the class of stored value ``v``, 255 for
     void, -1 for "not a valid label"): class indices, grey levels of a class file, or ``--mask-values``. Colour-coded
     masks (RGB, and palette masks when ``colors`` is given: their palette order need not be the class order) are
-    decoded through a :class:`~fcnseg.data.colors.ColorTable`. The decoder counts the stored values of the
-    single-channel masks it reads (:attr:`seen`), so that a scan can tell binary 0/255 masks read as indices.
+    decoded through a :class:`~fcnseg.data.colors.ColorTable`. The decoder counts the single-channel masks that
+    hold only a class value and 255 (:attr:`binary`), so that a scan can tell binary 0/255 masks read as indices.
 
     Args:
         num_classes: ``K``; used for the identity table.
@@ -89,10 +89,10 @@ class LabelDecoder:
         self.index_ok = index_ok
         self.colors = colors
         self.reading, self.void_declared, self.hint = reading, void_declared, hint
-        self.seen: Counter[int] = Counter()
-        """Stored value -> pixels, over the single-channel masks decoded (per process)."""
         self.files: Counter[str] = Counter()
         """``"single-channel"`` / ``"colour"`` -> masks decoded each way (per process)."""
+        self.binary: Counter[int] = Counter()
+        """``v`` -> single-channel masks holding only ``v`` and 255, where 255 is void by convention only."""
 
     def __call__(self, path: Path) -> np.ndarray:
         """Read and decode ``path``: ``(H, W)`` uint8 array of class indices and 255 for void.
@@ -114,28 +114,35 @@ class LabelDecoder:
             raise DataError(
                 f"{path}: expected an RGB colour-coded mask (the class file gives colours), got one channel"
             )
-        if raw.dtype == np.bool_:  # 1-bit PNGs
-            raw = raw.astype(np.uint8)
+        if raw.dtype == np.bool_:  # 1-bit PNGs: white is 1 as a class index, 255 as a grey level (as viewers show it)
+            raw = raw.astype(np.uint8) * (1 if self.reading.startswith("class indices") else 255)
         if raw.dtype.kind not in "ui":
             raise DataError(f"{path}: label values are {raw.dtype}, expected integers (class indices)")
         self.files["single-channel"] += 1
         if raw.dtype == np.uint8:
-            hist = np.bincount(raw.ravel(), minlength=256)
-            values = np.flatnonzero(hist)
-            self.seen.update(dict(zip(values.tolist(), hist[values].tolist(), strict=True)))
+            values = np.flatnonzero(np.bincount(raw.ravel(), minlength=256))
             labels = self.lut[raw] if len(self.lut) >= 256 else self._wide(raw)
         else:  # 16/32-bit values: those outside the table are invalid too, and named with the others
             raw = raw.astype(np.int64)
-            values, counts = np.unique(raw, return_counts=True)
-            self.seen.update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+            values = np.unique(raw)
             labels = self._wide(raw)
+        if len(values) == 2 and values[1] == IGNORE_INDEX and not self.void_declared and self._void_by_convention():
+            self.binary[int(values[0])] += 1
         if (labels < 0).any():
             bad = np.unique(raw[labels < 0])[:10]
-            raise DataError(
-                f"{path}: stored values {bad.tolist()} are neither a class nor void when read as {self.reading}; "
-                f"{self.hint}"
-            )
+            raise DataError(f"{path}: label values {bad.tolist()} are neither a class ({self._class_values()}) nor "
+                            f"void, read as {self.reading}; {self.hint}")  # fmt: skip
         return labels.astype(np.uint8)
+
+    def _void_by_convention(self) -> bool:
+        return len(self.lut) > IGNORE_INDEX and self.lut[IGNORE_INDEX] == IGNORE_INDEX
+
+    def _class_values(self) -> str:
+        """The stored values of the classes: ``"0..10"``, or ``"0, 255"``."""
+        values = np.flatnonzero((self.lut >= 0) & (self.lut < IGNORE_INDEX))
+        if np.array_equal(values, np.arange(len(values))) and len(values) > 1:
+            return f"0..{len(values) - 1}"
+        return ", ".join(map(str, values[:12].tolist())) + (", ..." if len(values) > 12 else "")
 
     def _wide(self, raw: np.ndarray) -> np.ndarray:
         raw = raw.astype(np.int64)
@@ -143,34 +150,32 @@ class LabelDecoder:
         return np.where(inside, self.lut[np.where(inside, raw, 0)], -1)
 
     def silent_void(self) -> str | None:
-        """One line when the masks seen hold just one class value and 255 read as void by convention only: binary
-        0/255 masks (the commonest custom format) whose foreground would silently become void; else ``None``."""
-        values = sorted(v for v, n in self.seen.items() if n)
-        if (
-            self.void_declared
-            or len(values) != 2
-            or values[1] != IGNORE_INDEX
-            or self.lut[IGNORE_INDEX] != IGNORE_INDEX
-        ):
+        """One line when most single-channel masks seen hold just one class value and 255, read as void by
+        convention only: binary 0/255 masks (the commonest custom format) whose foreground would silently become
+        void; else ``None``."""
+        files = self.files["single-channel"]
+        if not self.binary or 2 * sum(self.binary.values()) < files:
             return None
+        low = self.binary.most_common(1)[0][0]
         return (
-            f"the masks hold only the values {values[0]} and 255, read as {self.reading}: 255 would be void and every "
-            f"labelled pixel class {self.lut[values[0]]}. Map the values to classes with --mask-values {values[0]} 255 "
-            f"(or a class file with grey colours, e.g. 'background {values[0]} {values[0]} {values[0]}' and "
-            "'foreground 255 255 255')"
+            f"{sum(self.binary.values())} of the {files} masks hold only the values {low} and 255, read as "
+            f"{self.reading}: 255 would be void and every labelled pixel class {self.lut[low]}. Map the values to "
+            f"classes with --mask-values {low} 255 (or a class file with grey colours, e.g. 'background {low} {low} "
+            f"{low}' and 'foreground 255 255 255')"
         )
 
     def reset_counts(self) -> None:
         """Forget the values and files counted so far."""
-        self.seen.clear()
         self.files.clear()
+        self.binary.clear()
 
 
 class SegmentationDataset(Dataset):
     """Pairs of image and label files returning ``(image, mask)``.
 
-    Items are ``(tv_tensors.Image uint8 (3, H, W) RGB, tv_tensors.Mask int64 (H, W))`` with classes ``0..K-1``
-    and void = 255, passed through ``transforms`` when given.
+    Items are ``(tv_tensors.Image (B, H, W), tv_tensors.Mask int64 (H, W))`` with classes ``0..K-1`` and void = 255,
+    passed through ``transforms`` when given; the image is uint8 RGB for ``bands == 3``, else uint8 (8-bit data) or
+    float32 in ``[0, 1]`` scale (:mod:`fcnseg.data.decode` gives the rules).
 
     Args:
         files: ``(image_path, mask_path)`` pairs.
@@ -184,6 +189,9 @@ class SegmentationDataset(Dataset):
         verify: check at construction that every listed file exists.
         resize_masks: a mask stored at another scale than its image, with the same aspect ratio, is resized to the
             image (nearest neighbour); without it, such a mask raises :class:`MaskScaleError`.
+        bands: image bands ``B`` every file is read with (3: RGB); a file of another band count raises
+            :class:`DataError` when it is loaded. :attr:`bands_reason` (settable) says where ``B`` comes from in that
+            error.
 
     Raises:
         DataError: with ``verify``, files are missing (all of them are named, up to a limit).
@@ -198,9 +206,12 @@ class SegmentationDataset(Dataset):
         cache: bool = False,
         verify: bool = True,
         resize_masks: bool = False,
+        bands: int = 3,
     ) -> None:
         self.files = [(Path(i), Path(m)) for i, m in files]
         self.resize_masks = resize_masks
+        self.bands = bands
+        self.bands_reason: str | None = None
         self.classes = classes
         self.decode_mask = decode_mask
         self.transforms = transforms
@@ -237,7 +248,8 @@ class SegmentationDataset(Dataset):
         """Decode item ``index`` without transforms (from the cache when enabled).
 
         Returns:
-            uint8 image ``(3, H, W)`` and uint8 mask ``(H, W)`` (classes and 255).
+            image ``(B, H, W)`` (uint8, or float32 for data wider than 8 bits when ``B != 3``) and uint8 mask
+            ``(H, W)`` (classes and 255).
 
         Raises:
             DataError: unreadable file, image and mask of different sizes, or an invalid label value.
@@ -245,7 +257,7 @@ class SegmentationDataset(Dataset):
         if index in self._cache:
             return self._cache[index]
         image_path, mask_path = self.files[index]
-        image = read_image(image_path)
+        image = read_image(image_path, self.bands, self.bands_reason)
         mask = torch.from_numpy(np.ascontiguousarray(self.decode_mask(mask_path)))
         if tuple(image.shape[-2:]) != tuple(mask.shape):
             mask = self._fit_mask(mask, tuple(image.shape[-2:]), image_path, mask_path)

@@ -1,23 +1,43 @@
 """Reading images and label maps from disk, with errors that name the file.
 
-One decoder serves training, evaluation and prediction (:func:`open_rgb`, :func:`to_rgb`), so that the same file
-becomes the same pixels everywhere. Its rules, whatever the source (file, PIL image, NumPy array):
+One decoder serves training, evaluation and prediction (:func:`read_bands`, :func:`open_rgb`, :func:`to_rgb`), so
+that the same file becomes the same pixels everywhere. Its rules, whatever the source (file, PIL image, NumPy array):
 
-- EXIF orientation is applied (``PIL.ImageOps.exif_transpose``): images are read as they are displayed, which is
-  how annotation tools show them.
-- Grayscale and palette images are expanded to RGB.
-- Transparency (RGBA, LA, palette with a transparent index) is *composited on black*: ``rgb * alpha``. Fully
-  transparent pixels carry undefined colours in many files; black is a neutral, repeatable choice.
-- Integer data wider than 8 bits (16-bit PNG/TIFF ``I;16``, ``I``, uint16 arrays) is scaled linearly by
-  ``255 / max(actual maximum, 255)``: 12- or 14-bit sensor data fills the 8-bit range instead of looking black
-  (as it would divided by 65535), and data already within 0..255 is left unchanged.
-- Floating-point data in ``[0, 1]`` is scaled by 255; larger floats follow the integer rule; NaN becomes 0.
+- EXIF orientation is applied (``PIL.ImageOps.exif_transpose``; the Orientation tag of TIFFs read by ``tifffile``
+  alike): images are read as they are displayed, which is how annotation tools show them.
+- Transparency (RGBA, LA, palette with a transparent index, 8-bit TIFFs whose extra sample is marked alpha) is
+  *composited on black*: ``value * alpha``. Fully transparent pixels carry undefined colours in many files; black is
+  a neutral, repeatable choice.
+
+**Bands.** A file has 1 band (grey: ``L``, ``I;16``, ``I``, ``F``, 1-bit, grey + alpha), 3 (colour: RGB, RGBA,
+palette, CMYK, YCbCr) or, for TIFFs, as many as its samples per pixel or stacked pages (:func:`image_bands`, from the
+header). A model takes ``B`` bands (the dataset's ``bands``, the checkpoint's ``len(mean)``), and a file is read for
+it as follows (:func:`read_bands`):
+
+- ``B == 3`` (RGB models, the rule of every earlier version): grey and palette images are expanded to RGB, alpha is
+  composited, and the values become 8-bit: integer data wider than 8 bits (16-bit PNG/TIFF ``I;16``, ``I``, uint16
+  arrays and TIFFs) is scaled linearly by ``255 / max(actual maximum, 255)``, so that 12- or 14-bit sensor data fills
+  the 8-bit range instead of looking black and data already within 0..255 is left unchanged; floating-point data in
+  ``[0, 1]`` is scaled by 255, larger floats follow the integer rule, NaN becomes 0. A grayscale photo given to an RGB
+  model therefore works as before, as its grey replica. A file of any other band count is an error.
+- ``B == 1``: the file must be grey, or RGB whose three channels are equal everywhere (a grey image saved as RGB);
+  an RGB file whose channels differ is an error.
+- ``B == 2`` or ``B >= 4``: the file must have exactly ``B`` bands (multi-band TIFFs; an 8-bit 4-sample TIFF whose
+  fourth sample is marked alpha is read as 4 bands here, and as RGB + alpha for ``B == 3``).
+- A file of another band count raises :class:`DataError` in one line naming the file, its bands and the model's.
+
+**Values for B != 3** keep a scale that is the same for every image, so that per-band statistics hold across images
+(:func:`band_values`): 8-bit data stays uint8 (``value / 255`` in ``[0, 1]`` after ``ToDtype``); 16-bit data becomes
+float32 ``value / 65535`` (not the image's maximum: 12-bit data in a 16-bit container stays in ``[0, 0.0625]``, and
+the per-band mean and std computed from the training images normalise it); other unsigned integers are divided by
+their type's maximum; signed integers and floats are kept as stored (float32, NaN -> 0).
 
 Label maps are read as stored (:func:`read_label_png`), never rotated or rescaled.
 
 PIL decodes images and label maps (it is as fast as ``torchvision.io``, whose decoders are deprecated since
-torchvision 0.29, and it keeps the indices of palette PNGs such as VOC's); ``scipy.io.loadmat`` reads SBD's
-``.mat`` files. Decoded arrays become tensors without a further copy.
+torchvision 0.29, and it keeps the indices of palette PNGs such as VOC's); ``tifffile`` reads the TIFFs that Pillow
+cannot represent (:mod:`fcnseg.data.tiff`); ``scipy.io.loadmat`` reads SBD's ``.mat`` files. Decoded arrays become
+tensors without a further copy.
 """
 
 from __future__ import annotations
@@ -29,6 +49,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fcnseg.data.errors import DataError
+from fcnseg.data.tiff import TiffInfo, is_tiff, read_tiff, tiff_info
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 """File endings (lower case) taken as images: by the folder dataset and by ``fcnseg predict`` in a folder."""
@@ -39,6 +60,14 @@ _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Imag
 _COLOR_MODES = ("RGB", "RGBA", "RGBX")
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _VALUE_MODES = ("P", "PA", "L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N")
+# Image modes of one band (grey); every other mode is read as three (colour).
+_GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def is_junk(path: Path) -> bool:
+    """Files beside the data that are never images or masks: hidden files, macOS ``._name`` resource files and
+    ``__MACOSX`` folders, Windows ``Thumbs.db`` and ``desktop.ini``."""
+    return path.name.startswith(".") or path.name.lower() in ("thumbs.db", "desktop.ini", "__macosx")
 
 
 def to_uint8(values: np.ndarray) -> np.ndarray:
@@ -108,16 +137,145 @@ def open_rgb(path: Path) -> Image.Image:
         raise DataError(f"{path}: cannot read image ({_reason(err)})") from err
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """Decode an image file for a dataset: :func:`open_rgb` as a tensor.
+def read_image(path: Path, bands: int = 3, reason: str | None = None) -> torch.Tensor:
+    """Decode an image file for a dataset: :func:`read_bands` as a tensor.
 
     Returns:
-        uint8 tensor ``(3, H, W)`` (a channels-last view: no copy after decoding).
+        ``(bands, H, W)`` tensor, uint8 (RGB, and 8-bit data) or float32 (see the module's rules), a channels-last
+        view: no copy after decoding.
 
     Raises:
-        DataError: the file is missing or cannot be decoded.
+        DataError: the file is missing or cannot be decoded, or has another band count than ``bands``.
     """
-    return torch.from_numpy(np.array(open_rgb(path))).permute(2, 0, 1)
+    array = read_bands(path, bands, reason)
+    if not array.flags.writeable:  # a view of the decoder's read-only buffer: tensors must own writable memory
+        array = array.copy()
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def image_bands(path: Path) -> int:
+    """The band count of an image file, from its header (the module's rule; alpha is not a band).
+
+    Raises:
+        DataError: the file is missing or is not an image.
+    """
+    path = Path(path)
+    info = _tiff_header(path)
+    if info is not None:
+        return info.bands
+    try:
+        with Image.open(path) as img:
+            return 1 if img.mode in _GREY_MODES else 3
+    except FileNotFoundError:
+        raise DataError(f"{path}: cannot read image (no such file)") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: cannot read image (it is a directory)") from None
+    except _DECODE_ERRORS as err:
+        raise DataError(f"{path}: cannot read image ({_reason(err)})") from err
+
+
+def read_bands(path: Path, bands: int = 3, reason: str | None = None) -> np.ndarray:
+    """Decode an image file for a model of ``bands`` bands, following the module's rules.
+
+    Args:
+        path: the image file.
+        bands: the model's band count ``B``.
+        reason: where ``B`` comes from, added to the band-count error (e.g. "its checkpoint was trained on
+            4-band images").
+
+    Returns:
+        ``(H, W, B)`` array, upright: uint8 for ``B == 3`` and 8-bit data, else float32 (:func:`band_values`).
+
+    Raises:
+        DataError: the file is missing or cannot be decoded, or has another band count than ``B``.
+    """
+    path = Path(path)
+    info = _tiff_header(path)
+    if info is not None and (not info.pillow or (info.alpha and bands == info.samples)):
+        array = read_tiff(path)
+        if bands == 3 and array.shape[-1] in (1, 3):
+            return np.array(rgb_from_array(array))
+        return _fit_bands(array, bands, path, reason)
+    if bands == 3:
+        return np.array(open_rgb(path))
+    try:
+        with Image.open(path) as img:
+            img.load()
+            array = pil_bands(img)
+    except FileNotFoundError:
+        raise DataError(f"{path}: cannot read image (no such file)") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: cannot read image (it is a directory)") from None
+    except _DECODE_ERRORS as err:
+        raise DataError(f"{path}: cannot read image ({_reason(err)})") from err
+    return _fit_bands(array, bands, path, reason)
+
+
+def _tiff_header(path: Path) -> TiffInfo | None:
+    """The header of a TIFF file; ``None`` for other files (and for a file named .tif that is no TIFF)."""
+    if not is_tiff(path) or not path.is_file():
+        return None
+    try:
+        return tiff_info(path)
+    except DataError:
+        return None
+
+
+def pil_bands(image: Image.Image) -> np.ndarray:
+    """A PIL image as its stored values ``(H, W, C)``, upright: one band for grey modes, else RGB (alpha composited)."""
+    if image.mode not in _GREY_MODES:
+        return np.array(to_rgb(image))
+    source_format = image.format
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("LA", "La"):
+        la = np.asarray(image.convert("LA"))
+        return np.rint(la[..., :1] * _alpha_to_unit(la[..., 1])[..., None]).astype(np.uint8)
+    array = np.asarray(image)
+    if image.mode == "I" and source_format == "PNG":  # a 16-bit PNG, as older Pillows open them
+        array = array.clip(0, 65535).astype(np.uint16)
+    return array[..., None]
+
+
+def band_values(array: np.ndarray) -> np.ndarray:
+    """Stored values ``(H, W, C)`` -> the fixed scale of the module's rules: uint8 kept, else float32."""
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype == np.bool_:
+        return np.ascontiguousarray(array, dtype=np.uint8) * np.uint8(255)
+    if np.issubdtype(array.dtype, np.unsignedinteger):
+        return np.ascontiguousarray(array, dtype=np.float32) / np.float32(np.iinfo(array.dtype).max)
+    values = np.ascontiguousarray(array, dtype=np.float32)
+    return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0, copy=values is array)
+
+
+def bands_from_array(array: np.ndarray, bands: int, name: str = "image", reason: str | None = None) -> np.ndarray:
+    """An array ``(H, W)`` or ``(H, W, C)`` of stored values -> ``(H, W, B)`` by the rules for ``B != 3``.
+
+    Raises:
+        DataError: the array has another band count than ``bands``.
+    """
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        raise DataError(f"{name}: an image array must be (H, W) or (H, W, bands), got shape {array.shape}")
+    return _fit_bands(array, bands, name, reason)
+
+
+def band_mismatch(name: object, found: int, bands: int, reason: str | None = None, detail: str = "") -> str:
+    """The one line for a file of ``found`` bands given to a model of ``bands``."""
+    what = f"{found} band{'' if found == 1 else 's'}{detail}"
+    return f"{name}: {what}, but the model takes {bands}" + (f" ({reason})" if reason else "")
+
+
+def _fit_bands(array: np.ndarray, bands: int, name: object, reason: str | None) -> np.ndarray:
+    found = array.shape[-1]
+    if found == bands:
+        return band_values(array)
+    if bands == 1 and found == 3:
+        if (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all():
+            return band_values(array[..., :1])
+        raise DataError(band_mismatch(name, 3, 1, reason, " (RGB whose channels differ, so not grey)"))
+    raise DataError(band_mismatch(name, found, bands, reason))
 
 
 def read_label_png(path: Path, *, palette_as_rgb: bool = False) -> np.ndarray:

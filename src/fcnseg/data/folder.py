@@ -164,6 +164,50 @@ def _single_channel_table(
     return lut, f"class indices 0..{k - 1}", declared, hint
 
 
+def _classes_or_what_to_say(
+    classes: str | os.PathLike | None,
+    num_classes: int | None,
+    mask_values: list[int] | None,
+    masks_path: Path,
+    masks: dict[str, Path],
+) -> tuple[ClassInfo, tuple[RGB, ...]]:
+    """:func:`folder_classes`; when none of the three is given, an error naming the values the masks hold."""
+    try:
+        return folder_classes(classes, num_classes, mask_values)
+    except DataError as err:
+        if classes is not None or num_classes is not None or mask_values is not None:
+            raise
+        raise DataError(
+            f"masks in {masks_path} hold {stored_values(list(masks.values()))}; say which classes they are: "
+            "--mask-values V0 V1 ... (the stored value of each class, e.g. 0 255), --num-classes N (values 0..N-1 "
+            "are the classes) or --classes FILE (names and colours)"
+        ) from err
+
+
+def _mask_decoder(
+    info: ClassInfo,
+    void_colors: tuple[RGB, ...],
+    classes: str | os.PathLike | None,
+    mask_values: list[int] | None,
+    mask_format: str,
+    void_index: int | None,
+    unknown_colors: str,
+    color_tolerance: int,
+) -> LabelDecoder:
+    """The decoder of the module's rule: colour masks by the class colours, single-channel ones by a table."""
+    if mask_format == "rgb" and classes is None:
+        raise DataError("mask_format='rgb' needs a class file giving the colour of each class")
+    grey = classes is not None and mask_format == "auto" and all(c[0] == c[1] == c[2] for c in info.colors)
+    lut, reading, declared, hint = _single_channel_table(info, void_colors, mask_values, grey, void_index)
+    try:
+        use_colors = mask_format == "rgb" or (mask_format == "auto" and classes is not None)
+        table = ColorTable(info.colors, void_colors, unknown_colors, color_tolerance) if use_colors else None
+    except ValueError as err:
+        raise DataError(f"class file {classes}: {err}") from err
+    return LabelDecoder(info.num_classes, lut=lut, colors=table, index_ok=mask_format == "auto", reading=reading,
+                        void_declared=declared, hint=hint)  # fmt: skip
+
+
 def folder_dataset(
     root: str | os.PathLike,
     split: str = "all",
@@ -221,16 +265,7 @@ def folder_dataset(
                             f"(folders in {root}: {', '.join(found) or 'none'})")  # fmt: skip
     images = _files_by_stem(images_path, IMAGE_SUFFIXES)
     masks = _files_by_stem(masks_path, MASK_SUFFIXES)
-    try:
-        info, void_colors = folder_classes(classes, num_classes, mask_values)
-    except DataError as err:
-        if classes is not None or num_classes is not None or mask_values is not None:
-            raise
-        raise DataError(
-            f"masks in {masks_path} hold {stored_values(list(masks.values()))}; say which classes they are: "
-            "--mask-values V0 V1 ... (the stored value of each class, e.g. 0 255), --num-classes N (values 0..N-1 "
-            "are the classes) or --classes FILE (names and colours)"
-        ) from err
+    info, void_colors = _classes_or_what_to_say(classes, num_classes, mask_values, masks_path, masks)
     stems = _split_stems(root, split, images)
     if not stems:
         raise DataError(f"folder dataset split {split!r}: no images ({', '.join(IMAGE_SUFFIXES)}) in {images_path}")
@@ -239,24 +274,8 @@ def folder_dataset(
         logger.warning("%d mask(s) in %s have no image, e.g. %s", len(orphans), masks_path, masks[orphans[0]].name)
     files = [(images.get(s, images_path / f"{s}.jpg"), masks.get(s, masks_path / f"{s}.png")) for s in stems]
 
-    if mask_format == "rgb" and classes is None:
-        raise DataError("mask_format='rgb' needs a class file giving the colour of each class")
-    grey = classes is not None and mask_format == "auto" and all(c[0] == c[1] == c[2] for c in info.colors)
-    lut, reading, declared, hint = _single_channel_table(info, void_colors, mask_values, grey, void_index)
-    try:
-        use_colors = mask_format == "rgb" or (mask_format == "auto" and classes is not None)
-        table = ColorTable(info.colors, void_colors, unknown_colors, color_tolerance) if use_colors else None
-    except ValueError as err:
-        raise DataError(f"class file {classes}: {err}") from err
-    decoder = LabelDecoder(
-        info.num_classes,
-        lut=lut,
-        colors=table,
-        index_ok=mask_format == "auto",
-        reading=reading,
-        void_declared=declared,
-        hint=hint,
-    )
+    decoder = _mask_decoder(info, void_colors, classes, mask_values, mask_format, void_index, unknown_colors,
+                            color_tolerance)  # fmt: skip
     if bands is None:
         bands = infer_bands(list(images.values()))
     elif bands < 1:

@@ -78,14 +78,21 @@ def build_dataset(
         transforms: paired ``(image, mask)`` transform, e.g. :func:`fcnseg.data.train_transforms`.
         **kwargs: builder options, e.g. ``cache=True``; ``sbd_root``/``split_file`` (voc), ``voc_root`` (sbd),
             ``classes``, ``num_classes``, ``image_dir``, ``mask_dir``, ``mask_format``, ``void_index`` (folder).
+            ``bands``: the image band count (folder: ``None`` for the data's own; the other layouts hold RGB images
+            and take only ``None`` or 3).
 
     Returns:
-        Items ``(image, mask)``: ``Image`` uint8 ``(3, H, W)`` and ``Mask`` int64 ``(H, W)`` before transforms.
+        Items ``(image, mask)``: ``Image`` ``(B, H, W)`` (uint8 RGB for ``B = 3``) and ``Mask`` int64 ``(H, W)``
+        before transforms.
 
     Raises:
         DataError: unknown name or split, missing root, list or files, or an unexpected option.
     """
     _check_name(name)
+    if name != "folder" and kwargs.get("bands") in (None, 3):
+        kwargs.pop("bands", None)  # RGB images: the layouts' only kind
+    elif name != "folder":
+        raise DataError(f"dataset {name!r} holds RGB images; bands={kwargs['bands']} applies to folder datasets only")
     try:
         return DATASETS[name](root, split, transforms, **kwargs)
     except TypeError as err:

@@ -65,14 +65,23 @@ def train_transforms(
         crop_size: ``(height, width)`` of the output; images smaller than it are padded (image 0, mask 255).
         scale_range: range of the random scale factor; ``None`` for no scaling.
         hflip: random horizontal flip with probability 0.5.
-        jitter: photometric ``ColorJitter`` (brightness, contrast, saturation 0.3, hue 0.05) on the image only.
-        mean: per-channel mean of the backbone's input normalisation (RGB, [0, 1] scale).
-        std: per-channel standard deviation of that normalisation.
+        jitter: photometric ``ColorJitter`` (brightness, contrast, saturation 0.3, hue 0.05) on the image only;
+            RGB images only (``len(mean) == 3``).
+        mean: per-band mean of the model's input normalisation (``B`` values, [0, 1] scale).
+        std: per-band standard deviation of that normalisation.
 
     Returns:
-        A callable ``(Image uint8 (3, H, W), Mask int64 (H, W)) -> (float32 (3, h, w), int64 (h, w))`` with
-        ``(h, w) = crop_size``.
+        A callable ``(Image (B, H, W) uint8 or float32 in [0, 1], Mask int64 (H, W)) -> (float32 (B, h, w), int64
+        (h, w))`` with ``(h, w) = crop_size``.
+
+    Raises:
+        ValueError: ``jitter`` for images that are not RGB.
     """
+    if jitter and len(mean) != 3:
+        raise ValueError(
+            f"--jitter (colour jitter: brightness, contrast, saturation, hue) applies to RGB images; these have "
+            f"{len(mean)} band(s): train without --jitter"
+        )
     steps: list[v2.Transform] = []
     if scale_range is not None:
         steps.append(RandomScale(scale_range))
@@ -88,7 +97,8 @@ def eval_transforms(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] 
     """Evaluation transform: only dtype conversion and normalisation, no change of geometry.
 
     Returns:
-        A callable ``(Image uint8 (3, H, W), Mask int64 (H, W)) -> (float32 (3, H, W), int64 (H, W))``.
+        A callable ``(Image (B, H, W) uint8 or float32 in [0, 1], Mask int64 (H, W)) -> (float32 (B, H, W), int64
+        (H, W))``.
     """
     return v2.Compose(_to_float(mean, std))
 

@@ -40,7 +40,8 @@ class FeatureInfo:
 class Backbone(nn.Module):
     """A sequence of stages; the output of each stage is one feature map.
 
-    ``(N, 3, H, W) -> [(N, C_i, ~H / s_i, ~W / s_i) for each stage i]``, strides ``s_i`` increasing.
+    ``(N, B, H, W) -> [(N, C_i, ~H / s_i, ~W / s_i) for each stage i]``, strides ``s_i`` increasing; ``B`` (3 for
+    RGB) is :attr:`in_channels`, the inputs of the first convolution.
     """
 
     def __init__(self, stages: list[tuple[int, nn.Sequential]]) -> None:
@@ -53,6 +54,8 @@ class Backbone(nn.Module):
                 raise AssertionError(f"stage declared at stride {stride} has stride {coords.scale}")
             infos.append(FeatureInfo(stride, _out_channels(stage), coords))
         self.feature_info: list[FeatureInfo] = infos
+        first = next((m for m in self.stages.modules() if isinstance(m, nn.Conv2d)), None)
+        self.in_channels: int = first.in_channels if first is not None else 3
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []

@@ -155,12 +155,13 @@ def convolutionalize(classifier: nn.Module, *, input_size: tuple[int, int] = (22
     """Turn a classification network into a fully convolutional one.
 
     Args:
-        classifier: a torchvision-style classifier ``(N, 3, H, W) -> (N, num_classes)``. It is copied, not modified.
+        classifier: a torchvision-style classifier ``(N, B, H, W) -> (N, num_classes)`` (``B = 3`` for RGB, or the
+            inputs of its first convolution). It is copied, not modified.
         input_size: the classifier's native input size ``(H, W)``; it fixes the kernel size of the first
             convolutionalized layer and of pooling heads (224 for torchvision's ImageNet models).
 
     Returns:
-        A module ``(N, 3, H, W) -> (N, num_classes, h, w)`` with the classifier's parameters, reshaped; at the
+        A module ``(N, B, H, W) -> (N, num_classes, h, w)`` with the classifier's parameters, reshaped; at the
         native size ``h = w = 1`` and the scores equal the classifier's logits.
 
     Raises:
@@ -172,7 +173,9 @@ def convolutionalize(classifier: nn.Module, *, input_size: tuple[int, int] = (22
     except Exception as err:  # fx raises many types; the user needs to know which network failed
         raise ValueError(f"cannot trace {type(classifier).__name__} to convolutionalize it: {err}") from err
     modules = dict(gm.named_modules())
-    sample = torch.zeros(1, 3, *input_size, device=next(classifier.parameters()).device)
+    first = next((m for m in classifier.modules() if isinstance(m, nn.Conv2d)), None)
+    bands = first.in_channels if first is not None else 3  # 3 for RGB, or an adapted first convolution's
+    sample = torch.zeros(1, bands, *input_size, device=next(classifier.parameters()).device)
     with torch.no_grad():
         ShapeProp(gm).propagate(sample)
 

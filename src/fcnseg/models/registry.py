@@ -2,6 +2,7 @@
 
 FCN-4s is the paper's skip recipe taken one step further: the stride-4 feature is scored and fused as pool3 is in
 FCN-8s, for the thin structures (poles, fences) that a stride-8 score map blurs (Long et al., Sec. 6 discussion).
+``fcn_resnet50`` and ``fcn_resnet101`` are torchvision's FCN (another head, see :mod:`.torchvision_fcn`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from fcnseg.core.suggest import did_you_mean
 from .backbones import BACKBONES, BackboneSpec
 from .fcn import FCN
 from .head import FCNHead
-from .weights import load_classifier_weights, read_state_dict, resolve_weights
+from .torchvision_fcn import TORCHVISION_FCNS, torchvision_fcn
+from .weights import adapt_first_conv, load_classifier_weights, read_state_dict, resolve_weights
 
 HEADS = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8, "fcn4s": 4}  # name -> finest stride fused
 HEAD_OPTIONS = ("at_once", "learnable_upsampling")  # options of FCNHead, accepted by every model
@@ -33,6 +35,7 @@ def list_models(pattern: str = "*") -> list[str]:
         for head, stride in HEADS.items()
         if min(spec.strides) <= stride <= max(spec.strides)
     ]
+    names += list(TORCHVISION_FCNS)  # torchvision's own FCN head, for its published weights (torchvision_fcn.py)
     return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
 
 
@@ -46,20 +49,27 @@ def create_model(
     *,
     num_classes: int,
     backbone_weights: WeightsEnum | str | Path | None = None,
+    in_channels: int = 3,
     **options: Any,
 ) -> FCN:
     """Build an FCN by name.
 
     Args:
-        name: ``{fcn32s,fcn16s,fcn8s,fcn4s}_{backbone}``, see ``list_models()``.
+        name: ``{fcn32s,fcn16s,fcn8s,fcn4s}_{backbone}`` or torchvision's ``fcn_resnet{50,101}``, see ``list_models()``.
         num_classes: number of classes K (without void).
         backbone_weights: ImageNet weights for the backbone: a torchvision weights enum or its name (``"DEFAULT"``,
             ``"IMAGENET1K_V1"``), downloaded as torchvision does, or the path of a local torchvision-format state dict.
+        in_channels: image bands ``B``; for ``B != 3`` the first convolution is adapted from its RGB weights (after
+            ``backbone_weights`` are loaded, or from its random ones) by :func:`.weights.adapt_input_conv`.
         **options: ``layout`` ("default" or "caffe", VGG only), ``learnable_upsampling`` (bool), ``at_once`` (bool).
 
     Returns:
-        An ``FCN`` mapping ``(N, 3, H, W) -> (N, num_classes, H, W)``, in training mode.
+        An ``FCN`` mapping ``(N, B, H, W) -> (N, num_classes, H, W)``, in training mode.
     """
+    if name in TORCHVISION_FCNS:
+        return torchvision_fcn(
+            name, num_classes=num_classes, backbone_weights=backbone_weights, in_channels=in_channels, **options
+        )
     head_name, _, arch = name.partition("_")
     if head_name not in HEADS or arch not in BACKBONES or name not in list_models():
         raise ValueError(f"unknown model {name!r}{did_you_mean(name, list_models())} (`fcnseg models` lists them all)")
@@ -77,10 +87,12 @@ def create_model(
     if backbone_weights is not None:
         source = resolve_weights(arch, backbone_weights)
         load_classifier_weights(classifier, read_state_dict(source), final_layer=spec.final_layer, source=str(source))
+    adapt_first_conv(classifier, in_channels)
     backbone = spec.build(classifier, stage_strides(spec, HEADS[head_name]), **options)
     head = FCNHead(backbone.feature_info, num_classes, finest_stride=HEADS[head_name], **head_options)
     model = FCN(backbone, head)
-    model.config = {"name": name, "num_classes": num_classes, "options": options | head_options}
+    bands = {"in_channels": in_channels} if in_channels != 3 else {}  # RGB checkpoints keep their options
+    model.config = {"name": name, "num_classes": num_classes, "options": options | head_options | bands}
     return model
 
 

@@ -1,7 +1,9 @@
 """Backbone weights: a torchvision weights enum or name (downloaded as torchvision does) or a local state dict.
 
 Weights are loaded into the torchvision classifier before it is cut into a backbone, so files in torchvision's
-key layout load as they are; VGG and AlexNet fc6/fc7 are then transplanted by reshaping (``linear_to_conv``).
+key layout load as they are; VGG and AlexNet fc6/fc7 are then transplanted by reshaping (``linear_to_conv``). For
+images of another band count than RGB, the first convolution is then adapted from its RGB weights
+(:func:`adapt_input_conv`, the rule of timm's function of that name).
 """
 
 from __future__ import annotations
@@ -89,3 +91,40 @@ def load_classifier_weights(
             + ". Pass a torchvision-format state dict for this architecture."
         )
     classifier.load_state_dict({k: v for k, v in state.items() if k not in optional}, strict=False)
+
+
+def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """RGB first-convolution weights ``(O, 3, kh, kw)`` -> ``(O, in_channels, kh, kw)``, as timm's ``adapt_input_conv``.
+
+    One band: the sum over RGB, so that a grey image gives the activations of its RGB replica (with a normalisation
+    equal over RGB). Other counts: the RGB weights repeated cyclically over the bands (R, G, B, R, ...) and scaled by
+    ``3 / in_channels``, so that an image whose bands average to the RGB image's keeps the activations' scale.
+    """
+    if weight.dim() != 4 or weight.shape[1] != 3:
+        raise ValueError(f"expected RGB convolution weights (O, 3, kh, kw), got {tuple(weight.shape)}")
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be positive, got {in_channels}")
+    if in_channels == 3:
+        return weight
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = -(-in_channels // 3)  # ceil
+    return weight.repeat(1, repeats, 1, 1)[:, :in_channels] * (3 / in_channels)
+
+
+def adapt_first_conv(classifier: nn.Module, in_channels: int) -> nn.Conv2d:
+    """Give the first convolution of ``classifier`` (the one that reads the image) ``in_channels`` inputs, in place.
+
+    Its weights are adapted by :func:`adapt_input_conv`; the bias and every other layer are unchanged.
+
+    Returns:
+        That convolution.
+    """
+    conv = next((m for m in classifier.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None or conv.in_channels != 3 or conv.groups != 1:
+        raise ValueError(f"{type(classifier).__name__} has no RGB first convolution to adapt to {in_channels} bands")
+    if in_channels != 3:
+        with torch.no_grad():
+            conv.weight = nn.Parameter(adapt_input_conv(conv.weight.detach(), in_channels).contiguous())
+        conv.in_channels = in_channels
+    return conv

@@ -21,9 +21,9 @@ from fcnseg.core.io import write_text
 from fcnseg.core.progress import make_bar
 from fcnseg.core.safe_load import verify_sha256
 from fcnseg.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     DataError,
+    SegmentationDataset,
+    band_normalization,
     build_dataset,
     check_dataset,
     eval_transforms,
@@ -31,8 +31,9 @@ from fcnseg.data import (
     train_transforms,
 )
 from fcnseg.data.checks import scan_labels
-from fcnseg.evaluation import evaluate
+from fcnseg.evaluation import evaluate, model_state_kept
 from fcnseg.evaluation.metrics import coverage_note
+from fcnseg.inference.predictor import Predictor
 from fcnseg.models import create_model, load_init_weights
 
 from .config import TrainConfig
@@ -79,71 +80,90 @@ class Trainer:
         if self.world.is_main:
             check_writable(self.folder)
         torch.manual_seed(c.seed)
-        options = c.builder_options()
-        self.train_split, self.val_split = resolve_splits(c, self.folder)
-        options["verify"] = False  # missing files are reported below, or skipped like unreadable ones
-        base = build_dataset(c.dataset, c.data_root, self.train_split, cache=c.cache, **options)
-        if c.skip_bad_samples:
-            base = drop_bad_samples(base, "train", c, self.folder)
-        self.classes = base.classes
-        if c.cache:
-            _log_cache_size(base, c.workers)
-        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
-        augment = (
-            train_transforms(
-                c.crop_size, scale_range=c.scale_range, hflip=c.hflip, jitter=c.jitter, mean=self.mean, std=self.std
-            )
-            if c.crop_size
-            else _whole_image_transforms(c, self.mean, self.std)
-        )
-        self.train_set = SeededAugmentation(base, augment, c.seed)
-        self.val_set = (
-            build_dataset(c.dataset, c.data_root, self.val_split, eval_transforms(self.mean, self.std), **options)
-            if self.val_split
-            else None
-        )
-        for dataset in (base, self.val_set) if not c.skip_bad_samples else ():
-            missing = dataset.missing_files() if dataset is not None else []
-            if missing:
-                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-                raise TrainingError(f"{missing[0][0]}: {missing[0][1]}{more}. {self._data_hint()}")
-        if self.val_set is not None and c.skip_bad_samples:
-            self.val_set = drop_bad_samples(self.val_set, "val", c, self.folder)
-        self._check_labels(base, self.val_set)  # every process, so that all stop together
-        if len(base) < self.world.size:
-            raise ValueError(f"the training split has {len(base)} images, fewer than the {self.world.size} processes")
+        base = self._datasets()
+        self.train_set = SeededAugmentation(base, self._augmentation(), c.seed)
         self.global_batch = c.batch_size * self.world.size
         self.batches = EpochBatches(len(base), self.global_batch, c.seed, world=self.world)
         self.total = c.iters or c.epochs * self.batches.batches_per_epoch()
-
-        model_options = {k: getattr(c, k) for k in ("at_once", "learnable_upsampling") if getattr(c, k)}
-        if c.layout:
-            model_options["layout"] = c.layout
-        if c.weights_sha256:
-            if not (c.backbone_weights and Path(c.backbone_weights).is_file()):
-                raise ValueError("--weights-sha256 checks a --backbone-weights file; give the file's path")
-            verify_sha256(c.backbone_weights, c.weights_sha256)
-        model = create_model(
-            c.model, num_classes=self.classes.num_classes, backbone_weights=c.backbone_weights, **model_options
-        )
-        if c.init_from:
-            fresh = load_init_weights(model, load_checkpoint(c.init_from))
-            log.info("initialised from %s; new layers: %s", c.init_from, fresh)
-        if self.world.is_main:
-            check_free_space(self.folder, model)
-        self.sgd = SGDStep(model, c, self.device, _class_weights(c, self.train_split), world=self.world)
+        self.sgd = SGDStep(self._model(base.bands), c, self.device, _class_weights(c, self.train_split), self.world)
         self.model, self.optimizer, self.scaler = self.sgd.model, self.sgd.optimizer, self.sgd.scaler
         self.step, self.best_miou, self.elapsed, self.nonfinite = 0, -1.0, 0.0, 0
         self.saved_step: int | None = None
-        resuming = c.resume and (self.folder / "last.pt").is_file()
-        if c.resume and not resuming:
-            log.warning("--resume: %s has no last.pt yet; starting from step 0", self.folder)
-        if resuming:
-            self._resume()
+        resuming = self._resume_if_asked()
         self.log = RunLog(
             self.folder, self.step if resuming else None, write=self.world.is_main, tensorboard=c.tensorboard
         )
         self.stop = StopSignals()
+
+    def _datasets(self) -> SegmentationDataset:
+        """The training split (returned, untransformed) and ``self.val_set``, both checked; sets the classes, the
+        splits and the input normalisation (ImageNet's for RGB, else the training images' per band)."""
+        c = self.config
+        options = c.builder_options() | {"verify": False}  # missing files are reported below, or skipped
+        self.train_split, self.val_split = resolve_splits(c, self.folder)
+        base = build_dataset(c.dataset, c.data_root, self.train_split, cache=c.cache, **options)
+        if c.skip_bad_samples:
+            base = drop_bad_samples(base, "train", c, self.folder)
+        if c.cache:
+            _log_cache_size(base, c.workers)
+        self.classes = base.classes
+        self.mean, self.std = band_normalization(base)
+        options["bands"] = base.bands  # validation images are read with the training images' band count
+        transforms = eval_transforms(self.mean, self.std)
+        val = build_dataset(c.dataset, c.data_root, self.val_split, transforms, **options) if self.val_split else None
+        if c.skip_bad_samples and val is not None:
+            val = drop_bad_samples(val, "val", c, self.folder)
+        for dataset in (base, val) if not c.skip_bad_samples else ():
+            missing = dataset.missing_files() if dataset is not None else []
+            if missing:
+                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+                raise TrainingError(f"{missing[0][0]}: {missing[0][1]}{more}. {self._data_hint()}")
+        self._check_labels(base, val)  # every process, so that all stop together
+        if len(base) < self.world.size:
+            raise ValueError(f"the training split has {len(base)} images, fewer than the {self.world.size} processes")
+        self.val_set = val
+        return base
+
+    def _augmentation(self) -> Any:
+        """Random crops, scales and flips (or whole images, the paper's recipe), then the normalisation."""
+        c = self.config
+        if not c.crop_size:
+            return _whole_image_transforms(c, self.mean, self.std)
+        return train_transforms(
+            c.crop_size, scale_range=c.scale_range, hflip=c.hflip, jitter=c.jitter, mean=self.mean, std=self.std
+        )
+
+    def _model(self, bands: int) -> torch.nn.Module:
+        """The model to train: new, with the backbone's ImageNet weights (adapted to ``bands``) or ``--init-from``."""
+        c = self.config
+        options = {k: getattr(c, k) for k in ("at_once", "learnable_upsampling") if getattr(c, k)}
+        if c.layout:
+            options["layout"] = c.layout
+        if c.weights_sha256:
+            if not (c.backbone_weights and Path(c.backbone_weights).is_file()):
+                raise ValueError("--weights-sha256 checks a --backbone-weights file; give the file's path")
+            verify_sha256(c.backbone_weights, c.weights_sha256)
+        classes = self.classes.num_classes
+        model = create_model(c.model, num_classes=classes, backbone_weights=c.backbone_weights, in_channels=bands,
+                             **options)  # fmt: skip
+        if c.init_from:
+            # logs one line: what was kept, what was re-created for this dataset's classes, and whether the first
+            # convolution was re-expressed for this run's normalisation (e.g. from a converted Caffe net's)
+            normalization = {"mean": self.mean, "std": self.std}
+            ckpt = load_checkpoint(c.init_from)
+            load_init_weights(model, ckpt, classes=self.classes.names, normalization=normalization, source=c.init_from)
+        if self.world.is_main:
+            check_free_space(self.folder, model)
+        return model
+
+    def _resume_if_asked(self) -> bool:
+        """With ``--resume`` and a ``last.pt`` in the run folder, continue from it; True when it did."""
+        resuming = self.config.resume and (self.folder / "last.pt").is_file()
+        if self.config.resume and not resuming:
+            log.warning("--resume: %s has no last.pt yet; starting from step 0", self.folder)
+        if resuming:
+            self._resume()
+        return resuming
 
     def _check_labels(self, *datasets: Any) -> None:
         """Before the first step: stop on masks whose classes would be voided in silence, warn of splits whose
@@ -236,15 +256,10 @@ class Trainer:
         return result.metrics
 
     def _evaluate(self):
-        return evaluate(
-            self.model,
-            self.val_set,
-            classes=self.classes,
-            device=self.device,
-            precision=self.config.precision,
-            progress=False,
-            world=self.world,
-        )
+        with model_state_kept(self.model):  # the predictor puts it in eval mode (and channels_last on the CPU)
+            predictor = Predictor(self.model, classes=self.classes, device=self.device,
+                                  precision=self.config.precision, mean=self.mean, std=self.std)  # fmt: skip
+            return evaluate(predictor, self.val_set, progress=False, world=self.world)
 
     def _data_hint(self) -> str:
         return f"List every problem with: {self.config.command()}; or train on the rest with --skip-bad-samples"

@@ -7,9 +7,10 @@ from torch import nn
 
 
 def _image_convolutions(model: nn.Module) -> set[int]:
-    """Ids of the weights of the convolutions that read the 3-channel image (VGG's conv1_1, ResNet's conv1)."""
+    """Ids of the weights of the convolutions that read the image (VGG's conv1_1, ResNet's conv1)."""
     root = getattr(model, "backbone", model)
-    return {id(m.weight) for m in root.modules() if type(m) is nn.Conv2d and m.in_channels == 3}
+    bands = getattr(root, "in_channels", 3)  # 3 for RGB
+    return {id(m.weight) for m in root.modules() if type(m) is nn.Conv2d and m.in_channels == bands}
 
 
 def parameter_groups(model: nn.Module, lr: float, weight_decay: float, input_scale: float = 1.0) -> list[dict]:

@@ -20,6 +20,7 @@ from torch import nn
 from torchvision.ops import SqueezeExcitation
 
 from fcnseg import create_model, list_models
+from fcnseg.models.torchvision_fcn import TORCHVISION_FCNS
 
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU)
 LENGTH = 2049  # 64 cells of stride 32, plus one: the centre pixel 1024 is interior for every backbone
@@ -84,7 +85,8 @@ def path_centroids(model: nn.Module, paths: int, axis: int) -> list[float]:
     return ((weight * positions).sum(1) / weight.sum(1)).tolist()
 
 
-@pytest.mark.parametrize("name", list_models())
+# torchvision's FCN interpolates its scores 3.5 px off centre by design (tests/test_convert.py measures it).
+@pytest.mark.parametrize("name", [n for n in list_models() if n not in TORCHVISION_FCNS])
 def test_every_score_path_is_centred_on_its_pixel(name: str) -> None:
     model, paths = linearised(name)
     for axis in (2, 3):

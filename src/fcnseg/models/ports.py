@@ -56,7 +56,7 @@ class Converted:
 def convert_weights(
     path: str | os.PathLike, *, prototxt: str | os.PathLike | None = None, at_once: bool | None = None
 ) -> Converted:
-    """Read a weights file of one of the kinds in this module's table and build the fcnseg model it describes.
+    """Read a weights file of a kind this module lists and build the fcnseg model it describes.
 
     Args:
         path: a ``.caffemodel``, or a PyTorch state dict file (pytorch-fcn's or torchvision's FCN).
@@ -147,7 +147,7 @@ def from_pytorch_fcn(state: Mapping[str, torch.Tensor], *, at_once: bool = False
 
 def from_torchvision(state: Mapping[str, torch.Tensor], *, name: str = "weights") -> Converted:
     """``fcn_resnet50``/``fcn_resnet101`` from a torchvision ``FCN`` state dict (its auxiliary head left out)."""
-    blocks = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("backbone.layer3."))
+    blocks = 1 + max((int(k.split(".")[2]) for k in state if k.startswith("backbone.layer3.")), default=-1)
     with torch.device("meta"):  # only the block counts of the candidates are read
         depth = {n: len(torchvision.models.get_model(a, weights=None).layer3) for n, a in TORCHVISION_FCNS.items()}
     model_name = next((n for n, d in depth.items() if d == blocks), None)

@@ -92,8 +92,3 @@ def ints(wire: int, value: Value) -> list[int]:
             out.append(number)
         return out
     raise WireError(f"wire type {wire} cannot hold integers")
-
-
-def signed(value: int) -> int:
-    """An ``int32``/``int64`` read as a varint: two's complement over 64 bits."""
-    return value - (1 << 64) if value >= 1 << 63 else value

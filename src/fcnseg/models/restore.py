@@ -8,6 +8,7 @@ same, and re-creates the rest as a new model has it (score layers zero, upsampli
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -62,8 +63,9 @@ def load_init_weights(
     Weights expect the inputs they were trained on. When the new run normalises images otherwise than the checkpoint
     did (ImageNet's mean and std where the authors' Caffe nets took BGR 0..255 minus a mean), the first convolution is
     re-expressed so that it computes on the new inputs what it computed on the old: ``W' = W s'/s`` and
-    ``b' = b + sum W (m' - m)/s`` per input band; exact wherever the kernel does not reach the zero padding (which
-    now stands for the new mean pixel instead of the old).
+    ``b' = b + sum W (m' - m)/s`` per input band (without a bias, the batch norm after the convolution takes the
+    shift into its running mean); exact wherever the kernel does not reach the zero padding (which now stands for
+    the new mean pixel instead of the old).
 
     Args:
         model: built by :func:`~fcnseg.models.create_model` for the new classes.
@@ -99,7 +101,7 @@ def load_init_weights(
     }
     model.load_state_dict(kept, strict=False)
     fresh = [k for k in own if k not in kept]
-    line = _summary(model, ckpt, source, kept, fresh, [k for k in state if k not in own])
+    line = _summary(model, ckpt, source, kept, fresh, [k for k in state if k not in own], other_classes)
     if normalization is not None and "normalization" in ckpt:
         line += _renormalize_first_conv(model, ckpt["normalization"], normalization)
     log.info("%s", line)
@@ -118,20 +120,35 @@ def _renormalize_first_conv(
     m2, s2 = (torch.tensor(new[k], dtype=torch.float64) for k in ("mean", "std"))
     if m.shape == m2.shape and torch.allclose(m, m2, rtol=1e-6, atol=0) and torch.allclose(s, s2, rtol=1e-6, atol=0):
         return ""
-    conv = next(c for c in getattr(model, "backbone", model).modules() if isinstance(c, nn.Conv2d))  # reads images
+    root = getattr(model, "backbone", model)
+    conv = next(c for c in root.modules() if isinstance(c, nn.Conv2d))  # the one that reads the image
     if not m.numel() == m2.numel() == conv.in_channels:
         raise ValueError(f"normalisations of {m.numel()} and {m2.numel()} bands for a {conv.in_channels}-band model")
     with torch.no_grad():
         weight = conv.weight.double()
         shift = (weight * ((m2 - m) / s).view(1, -1, 1, 1)).sum((1, 2, 3))  # (out,)
         conv.weight.copy_(weight * (s2 / s).view(1, -1, 1, 1))
+        norm = _batch_norm_after(root, conv)
         if conv.bias is not None:
             conv.bias.add_(shift.to(conv.bias.dtype))
-    kept = "" if conv.bias is not None else " (it has no bias: the mean shift is left to its batch norm)"
+        elif norm is not None and norm.running_mean is not None:  # y' = y - shift; BN with mean - shift is BN(y)
+            norm.running_mean.sub_(shift.to(norm.running_mean.dtype))
+    folded = conv.bias is not None or (norm is not None and norm.running_mean is not None)
+    kept = "" if folded else " (no bias or batch norm takes the mean shift: fine-tuning absorbs it)"
     return (
         f"; first convolution re-expressed for mean {_fmt(new['mean'])}, std {_fmt(new['std'])} instead of the "
         f"checkpoint's mean {_fmt(old['mean'])}, std {_fmt(old['std'])}{kept}"
     )
+
+
+def _batch_norm_after(root: nn.Module, conv: nn.Conv2d) -> nn.BatchNorm2d | None:
+    """The batch norm that directly follows ``conv`` in its ``Sequential`` (ResNet's bn1 after conv1), if any."""
+    for parent in root.modules():
+        children = list(parent.children()) if isinstance(parent, nn.Sequential) else []
+        for layer, following in itertools.pairwise(children):
+            if layer is conv:
+                return following if isinstance(following, nn.BatchNorm2d) else None
+    return None
 
 
 def _fmt(values: Sequence[float]) -> str:
@@ -183,7 +200,13 @@ def _modules(keys: list[str]) -> list[str]:
 
 
 def _summary(
-    model: nn.Module, ckpt: dict[str, Any], source: str, kept: dict, fresh: list[str], unused: list[str]
+    model: nn.Module,
+    ckpt: dict[str, Any],
+    source: str,
+    kept: dict,
+    fresh: list[str],
+    unused: list[str],
+    other_classes: bool,
 ) -> str:
     """The one log line: what was kept, what was re-created (and why), what of the checkpoint went unused."""
     old_k, new_k = ckpt.get("model", {}).get("num_classes", "?"), getattr(model, "num_classes", "?")
@@ -193,7 +216,8 @@ def _summary(
     line += ", ".join(parts)
     if fresh:
         how = " (score layers zero, upsampling bilinear)" if isinstance(getattr(model, "head", None), FCNHead) else ""
-        line += f"; re-created for {new_k} classes as in a new model{how}: " + ", ".join(_modules(fresh))
+        what = f"re-created for {new_k} classes as in a new model" if other_classes or old_k != new_k else "new"
+        line += f"; {what}{how}: " + ", ".join(_modules(fresh))
     if unused:
         line += "; unused: " + ", ".join(_modules(unused))
     return line

@@ -81,7 +81,9 @@ class TrainConfig(DataOptions):
     skip_bad_samples: bool = _f(False, "read every pair first; train on the readable ones, list the rest")
     backbone_weights: str | None = _f(None, "ImageNet weights: a local state dict or a torchvision name (DEFAULT)")
     weights_sha256: str | None = _f(None, "SHA-256 the --backbone-weights file must have, checked before reading it")
-    init_from: str | None = _f(None, "initialise from this checkpoint of a coarser FCN (staged training)")
+    init_from: str | None = _f(
+        None, "initialise from this checkpoint: a coarser stage, or a model of this backbone trained on other classes"
+    )
     staged: bool = _f(False, "train FCN-32s, then 16s, then 8s, each from the previous one (iters per stage)")
     layout: str | None = _f(None, "VGG layout: default or caffe")
     at_once: bool = _f(False, "at-once FCN-8s: scale pool4/pool3 by 0.01/0.0001")

@@ -21,6 +21,8 @@ def stage_configs(config: TrainConfig) -> list[TrainConfig]:
     a lower one to help); the paper preset divides it by 100 per stage, as the reference solvers do.
     """
     head, _, arch = config.model.partition("_")
+    if head not in HEADS:
+        raise ValueError(f"--staged trains FCN-32s, 16s, 8s in turn; {config.model} is not one of these heads")
     available = list_models(f"*_{arch}")  # SqueezeNet has no FCN-32s: its stages start at FCN-16s
     heads = [
         h for h, s in sorted(HEADS.items(), key=lambda kv: -kv[1]) if s >= HEADS[head] and f"{h}_{arch}" in available

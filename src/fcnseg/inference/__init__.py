@@ -6,6 +6,8 @@ The names below load on first use (:mod:`fcnseg.core.lazy`).
 from fcnseg.core.lazy import lazy_attributes
 
 _EXPORTS = {
+    "CRFParams": "fcnseg.inference.crf",
+    "dense_crf": "fcnseg.inference.crf",
     "choose_tile_size": "fcnseg.inference.engine",
     "segment_logits": "fcnseg.inference.engine",
     "ImageReadError": "fcnseg.inference.images",

@@ -166,6 +166,10 @@ class RasterReader:
             return np.ones((bottom - top, right - left), dtype=bool)
         return self._read("read_masks", window).any(axis=0)
 
+    def read_stored(self, window: Window) -> np.ndarray:
+        """``(B, h, w)`` values of ``window`` as stored (e.g. the class indices of a mask raster)."""
+        return self._read("read", window)
+
     def read(self, window: Window) -> np.ndarray:
         """``(h, w, B)`` values of ``window`` by the decoder's rules (uint8, or float32 in the ``[0, 1]`` scale)."""
         return self._scale.apply(np.moveaxis(self._read("read", window), 0, -1))

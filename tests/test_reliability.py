@@ -142,7 +142,7 @@ def test_weights_sha256_is_checked_before_reading(shapes, tmp_path, capsys) -> N
         (["train", "--data-root", "d", "--lr-rate", "1"], "unrecognized arguments: --lr-rate 1; did you mean '--lr'?"),
         (["check-data", "--dataset", "citiscapes", "--data-root", "d"], "did you mean 'cityscapes'?"),
         (["train", "--data-root", "d", "--model", "fcn8s_resnet81"], "did you mean 'fcn8s_resnet18'?"),
-        (["train", "--data-root", "d", "--schedule", "pol"], "did you mean 'poly'?"),
+        (["train", "--data-root", "d", "--precision", "bf61"], "did you mean 'bf16'?"),
         (["train", "--data-root", "d", "--batch-size", "x"], "invalid int value: 'x'"),
     ],
 )

@@ -238,9 +238,21 @@ FLAG_GROUPS = {
         "lr",
         "momentum",
         "weight_decay",
+        "warmup",
     ),
     "loss": ("hard_fraction", "lovasz"),
-    "run": ("out", "precision", "device", "seed", "val_every", "log_every", "resume", "tensorboard", "skip_nonfinite"),
+    "run": (
+        "out",
+        "precision",
+        "device",
+        "seed",
+        "val_every",
+        "log_every",
+        "resume",
+        "tensorboard",
+        "skip_nonfinite",
+        "dist_timeout",
+    ),
 }
 """``fcnseg train --help``'s groups of flags, by concern."""
 CONFIG_ONLY = (
@@ -249,12 +261,10 @@ CONFIG_ONLY = (
     "loss_norm",
     "schedule",
     "poly_power",
-    "warmup",
     "hflip",
     "at_once",
     "class_weights",
     "sync_bn",
-    "dist_timeout",
 )
 """Keys of the config file (and of ``config.json``) without a flag: the paper preset's knobs and rarely changed ones.
 Every field of :class:`TrainConfig` is in :data:`FLAG_GROUPS` or here."""

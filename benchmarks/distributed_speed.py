@@ -54,8 +54,10 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
+    from fcnseg.bench.machine import processor_line
     from fcnseg.data.synthetic import write_shapes_dataset
 
+    print(f"processor: {processor_line()}")
     with tempfile.TemporaryDirectory() as tmp:
         data = write_shapes_dataset(Path(tmp, "data"), num_train=48, num_val=1, size=(args.size, args.size))
         print(f"load average at the start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")

@@ -9,8 +9,8 @@ path a user runs: ``Predictor.predict(path)`` (decode, normalise, tile, blend, a
 reports the wall time of each step (and the CPU time and load average of the prediction: other processes on the
 cores lengthen the wall time), the tile the memory budget led to, and the process's peak resident memory
 (``VmHWM``), before and after inference. ``--memory-budget`` is the Predictor's ``memory_budget``: one forward
-pass plus the band of blended logits; the runtime (importing torch and torchvision takes ~0.8 GiB), the parameters
-and the image come on top.
+pass plus the band of blended logits; the runtime (importing torch and torchvision: the peak before inference),
+the parameters and the image come on top.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def child(args: argparse.Namespace) -> dict:
 
     import torch
 
+    from fcnseg.bench.machine import processor_line
     from fcnseg.core.device import autocast_dtype
     from fcnseg.inference.images import save_mask_png
     from fcnseg.inference.predictor import Predictor
@@ -112,6 +113,7 @@ def child(args: argparse.Namespace) -> dict:
 
     tile = predictor.tile_size_for(*mask.shape)  # the decision predict() made (the memory probe is cached)
     return {
+        "processor": processor_line(),
         "model": args.model,
         "image": f"{args.size[0]}x{args.size[1]}",
         "classes": args.num_classes,

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fcnseg.bench.machine import processor_line
 from fcnseg.inference import tiling
 from fcnseg.inference.predictor import Predictor
 from fcnseg.models import create_model
@@ -26,7 +27,7 @@ CAMVID_TEST = ROOT.parent / "shared" / "data" / "camvid" / "test"
 
 def predictor_factory(args: argparse.Namespace):
     if args.checkpoint is not None:
-        return lambda **kw: Predictor.from_checkpoint(args.checkpoint, precision="fp32", **kw)
+        return lambda **kw: Predictor.from_checkpoint(args.checkpoint, backend="torch", precision="fp32", **kw)
     torch.manual_seed(args.seed)
     model = create_model("fcn8s_squeezenet1_1", num_classes=args.num_classes, backbone_weights=args.backbone_weights)
     with torch.no_grad():
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.info("processor: %s", processor_line())
     if args.margin_fraction is not None:
         tiling.MARGIN_FRACTION = args.margin_fraction
     files = sorted(args.images.glob("*.png"))[:: args.every]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fcnseg.bench.baseline import REFERENCE_CROPS, BaselineFCN8s, baseline_from_fcnseg
+from fcnseg.bench.machine import MATRIX_FLAGS, processor_info, processor_line
 from fcnseg.bench.measure import Timing, agreement, run_counted, time_call
 from fcnseg.bench.networks import build_network, inference_path
 from fcnseg.cli.main import main
@@ -68,8 +69,17 @@ def test_prepared_model_computes_the_same_logits(name: str) -> None:
     assert not any(isinstance(m, PackedConv2d) for m in model.modules())  # the original keeps its layers
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    packed = [m for m in fast.modules() if isinstance(m, PackedConv2d)]
     if name == "fcn8s_mobilenet_v2":  # Conv2d, BatchNorm2d, ReLU6 in one Sequential: folded and fused
-        assert any(m.norm is not None and m.attr == "hardtanh" for m in fast.modules() if isinstance(m, PackedConv2d))
+        assert any(m.norm is not None and m.attr == "hardtanh" for m in packed)
+    if name == "fcn8s_resnet18":  # BasicBlock calls conv1, bn1, relu in its forward: fused through torch.fx
+        norms = [m for m in fast.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert norms and {id(m) for m in norms} == {id(m.norm) for m in packed if m.norm is not None}
+        blocks = [m for m in fast.modules() if isinstance(m, torch.fx.GraphModule)]
+        calls = [node.target for block in blocks for node in block.graph.nodes if node.op != "call_module"]
+        assert len(blocks) == 8 and "add" not in str(calls)  # the residual add runs inside the last convolution
+    if name == "fcn8s_squeezenet1_1":  # Fire: each convolution's ReLU runs inside it
+        assert all(m.attr == "relu" for m in fast.backbone.modules() if isinstance(m, PackedConv2d))
 
 
 def test_prepared_model_follows_weight_updates() -> None:
@@ -136,7 +146,33 @@ def test_bench_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert rows[0]["argmax_agreement"] == 1.0 and rows[0]["max_logit_diff"] == 0.0
     (train,) = result["training"]
     assert train["path"] == "fast" and train["images_per_s"] > 0 and train["batch"] == 2
-    assert "fcn8s_squeezenet1_1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "fcn8s_squeezenet1_1" in printed and f"processor: {result['machine']['processor']}" in printed
+    assert set(result["machine"]["cpu_flags"]) == set(MATRIX_FLAGS)
+
+
+def test_processor_info_reads_model_name_and_matrix_flags() -> None:
+    cpuinfo = (
+        "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+        "flags\t\t: fpu avx512f avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8\n\n"
+        "processor\t: 1\nmodel name\t: another\nflags\t\t: fpu\n"
+    )
+    info = processor_info(cpuinfo)
+    assert info["model_name"] == "Intel(R) Xeon(R) Platinum 8480+"
+    assert info["flags"] == {
+        "amx_bf16": True,
+        "amx_int8": True,
+        "amx_tile": True,
+        "avx512_bf16": True,
+        "avx512_vnni": True,
+        "avx_vnni": False,
+    }
+    assert processor_line(info).startswith("Intel(R) Xeon(R) Platinum 8480+; amx_bf16 yes, amx_int8 yes")
+    zen4 = processor_info("model name\t: AMD EPYC\nflags\t: avx512_bf16 avx512_vnni\n")
+    assert processor_line(zen4) == (
+        "AMD EPYC; amx_bf16 no, amx_int8 no, amx_tile no, avx512_bf16 yes, avx512_vnni yes, avx_vnni no"
+    )
+    assert set(processor_info("")["flags"].values()) == {None}  # no /proc/cpuinfo: unknown, not "no"
 
 
 @pytest.mark.slow

@@ -45,7 +45,7 @@ def test_short_demo_learns_and_writes_its_outputs(tmp_path: Path, capsys: pytest
     # Predicting background everywhere scores IoU = background share for one class of five, 0 for the others.
     labels = np.stack([np.asarray(Image.open(p)) for p in (out / "data" / "masks").glob("val_*")])
     trivial = (labels == BACKGROUND).sum() / (labels != 255).sum() / len(SHAPES_CLASSES.names)
-    assert report["val"]["mean_iou"] > max(2 * trivial, 0.3), (report, trivial)  # 0.449 when written; 0.91 at 1500
+    assert report["val"]["mean_iou"] > max(2 * trivial, 0.3), (report, trivial)
 
     written = ("best.pt", "last.pt", "curves.png", "metrics.jsonl", "config.json", "eval/metrics.json")
     for name in (*written, "eval/confusion.png", "eval/samples.png", "predictions/legend.png"):

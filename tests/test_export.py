@@ -1,8 +1,7 @@
 """Export: ONNX (onnxruntime), torch.export and TorchScript match eager at sizes never seen, metadata travels along.
 
-Tolerances are what the README states: ONNX Runtime within 3e-5 of eager, ``pt2`` and TorchScript exact (measured
-with the aligned skips: ONNX 1.1e-5 on logits up to 12.5 for the SqueezeNet model, 7e-7 for the caffe-layout VGG;
-the others 0).
+Tolerances are what docs/deployment.md states: ONNX Runtime within 3e-5 of eager, ``pt2`` and TorchScript exact
+(the export prints the measured maximum difference).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.export
 
 SIZES = ((64, 96), (75, 101))
 CLASSES = {"names": NAMES, "colors": COLORS}
-ONNX_ATOL = 3e-5  # README: "ONNX (onnxruntime) within 3e-5, pt2 and TorchScript exact"
+ONNX_ATOL = 3e-5  # docs/deployment.md: "ONNX Runtime within 3e-5, pt2 and TorchScript exact"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from conftest import cpu_native_bf16
 from torch import nn
 
-from fcnseg.inference.engine import choose_tile_size, segment_bands, segment_logits
+from fcnseg.inference import engine
+from fcnseg.inference.engine import choose_tile_size, class_indices, segment_bands, segment_logits
 from fcnseg.inference.memory import MemoryModel, estimate_memory, measure_peak_bytes
 from fcnseg.inference.tiling import Span, tile_spans
 
@@ -231,3 +232,28 @@ def test_choose_tile_size_probes_a_model() -> None:
     tile = choose_tile_size(model, (480, 640), per_image)
     assert tile is not None and max(tile) <= 160 + 32
     assert choose_tile_size(model, (100, 100), per_image) is None
+
+
+@pytest.mark.parametrize("k", [5, 300])
+def test_class_indices_is_the_first_maximum_in_any_layout(k: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Masks are the argmax of the logits, ties going to the lowest class, whatever the logits' memory layout.
+
+    Integer logits in 0..2 tie at most pixels; the reference is NumPy's argmax (first occurrence). A small chunk
+    makes the NCHW path copy several bands of rows.
+    """
+    import numpy as np
+
+    monkeypatch.setattr(engine, "_ARGMAX_CHUNK", 3 * k * 40)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randint(0, 3, (2, k, 31, 40), generator=g).float()
+    expected = np.argmax(logits.numpy(), axis=1)
+    layouts = {
+        "nchw": logits,
+        "channels_last": logits.contiguous(memory_format=torch.channels_last),
+        "cropped": F.pad(logits, (1, 2, 3, 4)).contiguous(memory_format=torch.channels_last)[:, :, 3:-4, 1:-2],
+        "strided": F.pad(logits, (0, 5))[..., :40],
+    }
+    for name, x in layouts.items():
+        got = class_indices(x)
+        assert got.dtype == (torch.uint8 if k <= 255 else torch.int64), name
+        assert np.array_equal(got.numpy(), expected), name

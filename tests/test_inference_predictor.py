@@ -140,7 +140,7 @@ def test_tiled_agrees_with_whole_image_on_real_photos(source: str, request: pyte
         checkpoint = request.getfixturevalue("camvid_run")[0] / "best.pt"
 
         def make(**kwargs) -> Predictor:
-            return Predictor.from_checkpoint(checkpoint, precision="fp32", **kwargs)
+            return Predictor.from_checkpoint(checkpoint, backend="torch", precision="fp32", **kwargs)
     else:
         from fcnseg.models import create_model
 
@@ -161,9 +161,22 @@ def test_default_classes_follow_the_model() -> None:
     assert len(classes.names) == K and len(classes.colors) == K
 
 
+def test_from_checkpoint_picks_the_backend_as_predict_does_and_says_which(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No backend given: ``"auto"``, as ``fcnseg predict`` (here without OpenVINO: torch; with it, see
+    test_runtimes); the choice is in ``backend``/``computes_in`` and in the log."""
+    write_checkpoint(tmp_path / "model.pt")
+    monkeypatch.setattr(predictor_module, "available_backends", lambda: ("torch", "onnxruntime"))
+    with caplog.at_level("INFO", logger=predictor_module.__name__):
+        loaded = Predictor.from_checkpoint(tmp_path / "model.pt", precision="fp32")
+    assert (loaded.backend, loaded.computes_in) == ("torch", "fp32")
+    assert "model.pt runs through torch (fp32) on cpu" in caplog.text
+
+
 def test_from_checkpoint_uses_its_classes_and_normalisation(tmp_path: Path) -> None:
     model = write_checkpoint(tmp_path / "model.pt")
-    loaded = Predictor.from_checkpoint(tmp_path / "model.pt", precision="fp32")
+    loaded = Predictor.from_checkpoint(tmp_path / "model.pt", backend="torch", precision="fp32")
     assert list(loaded.classes.names) == NAMES and [list(c) for c in loaded.classes.colors] == COLORS
     assert loaded.mean == pytest.approx(MEAN) and loaded.std == pytest.approx(STD)
     image = smooth_image(50, 70)

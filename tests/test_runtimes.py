@@ -12,7 +12,7 @@ from PIL import Image
 from test_inference_predictor import COLORS, MEAN, NAMES, STD, make_model, smooth_image, write_checkpoint
 
 from fcnseg.cli.main import main
-from fcnseg.inference import Predictor
+from fcnseg.inference import Predictor, runtimes
 from fcnseg.inference import export as export_module
 from fcnseg.inference.export import NormalizedModel, export_model
 
@@ -54,6 +54,44 @@ def test_backend_masks_equal_torch_whole_tiled_and_batched(model, images, backen
         assert agreement(batched, reference) >= 0.999  # fp32 in another runtime: ties may break differently
 
 
+class TiedLogits(torch.nn.Module):
+    """Integer logits, the floor of a 1x1 convolution: most pixels tie between several classes."""
+
+    def __init__(self, k: int = 6) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, k, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.floor(self.conv(x))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_openvino_masks_are_the_argmax_of_its_logits_taken_in_graph(model, images, monkeypatch, precision) -> None:
+    """Masks alone come from the argmax inside OpenVINO's graph: the logits' argmax, ties to the lowest class."""
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    for net in (model, TiedLogits()):
+        predictor = Predictor(net, mean=MEAN, std=STD, precision=precision, backend="openvino")
+        logits = [predictor.logits([Image.fromarray(im)])[0].numpy() for im in images]  # (K, H, W) each
+        with monkeypatch.context() as patch:
+            patch.setattr(runtimes, "STATIC_PIXELS", 0)  # graphs compiled for each input's shape, as for large ones
+            static_logits = [predictor.logits([Image.fromarray(im)])[0].numpy() for im in images]
+            patch.setattr(predictor.model, "_run", None)  # no logits may leave the graph
+            masks_static = predictor.predict_batch(images, batch_size=1)
+            patch.setattr(runtimes, "STATIC_PIXELS", 2**22)
+            masks = predictor.predict_batch(images, batch_size=2)
+        for mask, scores, static, static_scores in zip(masks, logits, masks_static, static_logits, strict=True):
+            assert mask.dtype == np.uint8 and np.array_equal(mask, np.argmax(scores, axis=0))  # first maximum
+            assert np.array_equal(static, np.argmax(static_scores, axis=0))
+            # A graph compiled for one shape may round its last layers differently in bf16, not otherwise.
+            tolerance = (1e-4 if predictor.computes_in == "fp32" else 2e-2) * np.abs(scores).max()
+            np.testing.assert_allclose(static_scores, scores, rtol=0, atol=tolerance)
+        if isinstance(net, TiedLogits):
+            top = np.sort(logits[0], axis=0)
+            assert (top[-1] == top[-2]).mean() > 0.1  # the ties the check is about do occur
+        assert len(predictor.classes.names) == scores.shape[0]  # read from the graph
+
+
 def test_openvino_export_round_trip_and_metadata(model, images, tmp_path: Path) -> None:
     ov = pytest.importorskip("openvino")
     path = tmp_path / "model.xml"
@@ -84,7 +122,7 @@ def test_checkpoint_auto_backend_converts_once_and_caches(tmp_path: Path, monkey
     pytest.importorskip("openvino")
     monkeypatch.setenv("FCNSEG_CACHE", str(tmp_path / "cache"))
     model = write_checkpoint(tmp_path / "ckpt.pt")
-    first = Predictor.from_checkpoint(tmp_path / "ckpt.pt", backend="auto", precision="fp32")
+    first = Predictor.from_checkpoint(tmp_path / "ckpt.pt", precision="fp32")  # the default is "auto"
     cached = sorted(p.name for p in (tmp_path / "cache" / "openvino").iterdir())
     assert first.backend == "openvino" and len(cached) == 2  # model.xml and model.bin
     again = Predictor.from_checkpoint(tmp_path / "ckpt.pt", backend="auto", precision="fp32")

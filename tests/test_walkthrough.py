@@ -1,7 +1,7 @@
-"""The README's new-user walk-through, end to end on a dataset like a user's own (``user_dataset.py``): JPEG tiles of
-three sizes with a big one, palette and RGB masks mixed, two void colours, a few pixels of an unknown colour, the
-class file in the root and no split lists; ``check-data``, then ``train``, ``eval`` and ``predict``, each as a user
-sees it."""
+"""The new-user walk-through of docs/data.md, end to end on a dataset like a user's own (``user_dataset.py``): JPEG
+tiles of three sizes with a big one, palette and RGB masks mixed, two void colours, a few pixels of an unknown colour,
+the class file in the root and no split lists; ``check-data``, then ``train``, ``eval`` and ``predict``, each as a
+user sees it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A folder dataset that looks like a user's own: the new-user walk-through of the README runs on it.
+"""A folder dataset that looks like a user's own: the new-user walk-through of docs/data.md runs on it.
 
 What it holds, and what a user's data often holds:
 

@@ -10,7 +10,9 @@ Paths:
   :func:`fcnseg.inference.engine.segment_logits` at the given precision.
 - ``ov``: what ``fcnseg predict`` runs by default when OpenVINO is installed (``backend="auto"``): the network
   exported to an OpenVINO IR, compiled by :func:`fcnseg.inference.runtimes.load_openvino` at the given precision
-  (``auto``: the plugin's default, bf16 on this CPU) and run through the same engine.
+  (``auto``: the plugin's default, bf16 on this CPU) and run through the same engine, to logits (``fcnseg predict``
+  takes its masks from an argmax inside the graph instead: ``benchmarks/predict_latency.py`` times that, argmax
+  included, against the plain runtimes).
 - ``int8``: what ``fcnseg quantize`` makes and the Predictor runs: the network exported to OpenVINO, quantized by
   :func:`fcnseg.inference.quantize.quantize_openvino` on calibration images, run through the same engine.
 """

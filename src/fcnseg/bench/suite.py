@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from fcnseg.bench import peers
 from fcnseg.bench.baseline import baseline_from_fcnseg
+from fcnseg.bench.machine import processor_info, processor_line
 from fcnseg.bench.measure import Timing, agreement, matmul_peak, peak_bytes, run_counted, time_call
 from fcnseg.bench.networks import build_network, inference_path, network_label, smooth_images
 from fcnseg.bench.peers import PEERS
@@ -72,12 +73,13 @@ def machine_info(settings: BenchSettings) -> dict[str, Any]:
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         peaks[name] = matmul_peak(dtype, size=settings.matmul_size, device=device) / 1e9
         logger.info("matmul peak %s: %.1f GFLOP/s", name, peaks[name])
+    processor = processor_info()
     return {
-        "cpu": caps.get("cpu_name") or platform.processor(),
+        "cpu": processor["model_name"],
+        "cpu_flags": processor["flags"],
+        "processor": processor_line(processor),
         "cores": caps.get("num_physical_cores"),
         "threads": torch.get_num_threads(),
-        "amx_bf16": caps.get("amx_bf16"),
-        "avx512_bf16": caps.get("avx512_bf16"),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),

@@ -195,7 +195,7 @@ def format_training(rows: list[dict[str, Any]]) -> str:
 
 def _machine_line(m: dict[str, Any]) -> str:
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in m["matmul_gflops"].items())
-    return f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}; matmul peak GFLOP/s: {peaks}"
+    return f"processor: {m['processor']}\n{m['threads']} threads, torch {m['torch']}; matmul peak GFLOP/s: {peaks}"
 
 
 def _checkpoint_lines(c: dict[str, Any]) -> str:

@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "check-data": "check_data",
     "bench": "bench",
     "models": "models",
+    "serve": "serve",
+    "convert": "convert",
 }
 
 

@@ -12,6 +12,11 @@ order) and glob patterns (``'photos/*.jpg'``, ``'data/**/*.png'``). For each ima
 three bands or the grey band, scaled for display) and, with ``--probs``, ``<stem>_probs.npy``
 (``(K, H, W)`` float32 softmax); once, ``legend.png``. Images found in sub-folders keep their relative path
 under DIR, so equal stems in different folders do not overwrite each other.
+
+GeoTIFFs (TIFFs with GeoTIFF tags; needs ``pip install 'fcnseg[geo]'``) are read window by window and give
+``<stem>.tif``, a georeferenced COG of class indices (``<stem>_probs.tif`` with ``--probs``; polygons with
+``--vector``), see docs/geo.md. Under ``torchrun`` each process takes a disjoint share of the inputs;
+``--skip-existing`` resumes an interrupted run.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fcnseg.cli.bulk import image_outputs, my_share, process_device, process_share
 from fcnseg.cli.inference_args import (
     add_inference_arguments,
     add_model_argument,
@@ -30,6 +36,7 @@ from fcnseg.cli.inference_args import (
     predictor_options,
 )
 from fcnseg.cli.main import UserError
+from fcnseg.cli.raster_args import add_raster_arguments, predict_rasters, raster_outputs, split_rasters
 from fcnseg.core.io import atomic_path
 from fcnseg.core.progress import progress_bar
 from fcnseg.data.decode import IMAGE_SUFFIXES, is_junk
@@ -49,6 +56,10 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     add_inference_arguments(p)
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     p.add_argument("--keep-going", action="store_true", help="on an unreadable input, report it and continue")
+    p.add_argument(
+        "--skip-existing", action="store_true", help="skip inputs whose outputs all exist (resume a bulk run)"
+    )
+    add_raster_arguments(p)
     p.set_defaults(run=run)
     return p
 
@@ -104,6 +115,7 @@ def _flush(predictor: Predictor, pending: list, out: Path, args: argparse.Namesp
 
 
 def run(args: argparse.Namespace) -> int:
+    args.device = process_device(args.device)  # under torchrun with GPUs: this process's own
     predictor = Predictor.from_checkpoint(checked_model_file(args), **predictor_options(args))
     print(f"backend: {predictor.backend} ({predictor.computes_in}) on {predictor.device}", flush=True)
     files = expand_inputs(args.inputs)
@@ -111,9 +123,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("no input images found; pass files, folders or glob patterns")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "legend.png") as tmp:
-        legend_image(predictor.classes.names, predictor.classes.colors).save(tmp)
-    failures: list[str] = []
+    if process_share()[0] == 0:
+        with atomic_path(out / "legend.png") as tmp:
+            legend_image(predictor.classes.names, predictor.classes.colors).save(tmp)
+    files, rasters = split_rasters(files, args)
+    # Under torchrun each process takes a disjoint share of the inputs (docs/geo.md); --skip-existing resumes.
+    files = my_share(files, lambda _, stem: image_outputs(out, stem, args), args)
+    rasters = my_share(rasters, lambda _, stem: list(raster_outputs(out, stem, args).values()), args)
+    failures: list[str] = predict_rasters(predictor, rasters, out, args)  # GeoTIFFs: window by window (docs/geo.md)
     pending: list = []
     done = 0
     for file, stem in progress_bar(files, desc="predict", unit="img"):

@@ -173,6 +173,7 @@ def evaluate(
         "flip": predictor.flip,
         "precision": predictor.precision,
         "autocast": None if amp is None else str(amp).removeprefix("torch."),
+        "crf": None if getattr(predictor, "crf", None) is None else dict(vars(predictor.crf)),  # docs/crf.md
     }
 
     world = world or World()

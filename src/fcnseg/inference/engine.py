@@ -29,6 +29,7 @@ from fcnseg.inference.tiling import iter_bands, tile_starts
 
 __all__ = [
     "choose_tile_size",
+    "class_indices",
     "segment_bands",
     "segment_logits",
     "tile_starts",
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 # FCN backbones downsample by 32 (five stride-2 stages); tiles that are multiples of 32 avoid uneven crops.
 _TILE_MULTIPLE = 32
 _MIN_TILE = 64
+_ARGMAX_CHUNK = 2**22  # logits (16 MiB of float32) copied channels-last at a time for the argmax
 
 
 def _forward(model: nn.Module, x: Tensor, amp: torch.dtype | None) -> Tensor:
@@ -50,8 +52,8 @@ def _forward(model: nn.Module, x: Tensor, amp: torch.dtype | None) -> Tensor:
 
 
 def _check(images: Tensor, tile_size: tuple[int, int] | None, overlap: float) -> None:
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, B, H, W) (B = 3 for RGB), got shape {tuple(images.shape)}")
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if tile_size is not None and min(tile_size) < 1:
@@ -163,6 +165,25 @@ def segment_logits(
             total = logits.clone() if total is None else total.add_(logits)
         assert total is not None
         return total.div_(len(scales))
+
+
+def class_indices(logits: Tensor) -> Tensor:
+    """``(N, K, H, W)`` logits -> ``(N, H, W)`` class indices: ``logits.argmax(1)``, the lowest index on ties.
+
+    uint8 when ``K <= 255``, else int64. On the CPU the argmax reads each pixel's ``K`` logits from contiguous
+    memory: logits that are not channels-last already (OpenVINO's and the fast path's are) are copied to that layout
+    a band of rows at a time (16 MiB), several times faster than reducing NCHW's strided class axis.
+    """
+    n, k, h, w = logits.shape
+    dtype = torch.uint8 if k <= 255 else torch.int64
+    if logits.device.type != "cpu" or logits.stride(1) == 1 or k == 1:
+        return logits.argmax(1).to(dtype)
+    out = torch.empty(n, h, w, dtype=dtype)
+    rows = max(1, _ARGMAX_CHUNK // (n * k * w or 1))
+    for top in range(0, h, rows):
+        band = logits[:, :, top : top + rows].contiguous(memory_format=torch.channels_last)
+        out[:, top : top + rows] = band.argmax(1)
+    return out
 
 
 def choose_tile_size(

@@ -1,7 +1,9 @@
 """Export a model for deployment, verified against eager: ONNX, OpenVINO IR, ``torch.export`` (``.pt2``), TorchScript.
 
-The exported graph takes what a deployment has at hand, float32 RGB ``(N, 3, H, W)`` in ``[0, 1]``, applies the
-checkpoint's normalisation itself and returns logits ``(N, K, H, W)``, for any ``N``, ``H`` and ``W``. Class names,
+The exported graph takes what a deployment has at hand, float32 RGB ``(N, 3, H, W)`` in ``[0, 1]`` (or, for a model of
+``B`` bands, ``(N, B, H, W)`` in the decoder's ``[0, 1]`` scale: 8-bit / 255, 16-bit / 65535, see
+:mod:`fcnseg.data.decode`), applies the checkpoint's per-band normalisation itself and returns logits
+``(N, K, H, W)``, for any ``N``, ``H`` and ``W``. Class names,
 colours, the normalisation and the peak-memory model (for automatic tiling) travel with the file: ONNX
 ``metadata_props`` (JSON values under the keys ``fcnseg``, ``classes`` and ``normalization``), the runtime info
 ``fcnseg`` of an OpenVINO model, or the extra file ``fcnseg.json`` of a ``.pt2`` archive or TorchScript module.
@@ -71,13 +73,13 @@ class ExportCheckError(RuntimeError):
 
 
 class NormalizedModel(nn.Module):
-    """``(N, 3, H, W)`` RGB in ``[0, 1]`` -> normalise with ``mean``/``std`` -> ``model`` -> ``(N, K, H, W)``."""
+    """``(N, B, H, W)`` in ``[0, 1]`` (RGB: ``B = 3``) -> normalise with ``mean``/``std`` -> ``model`` -> logits."""
 
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model((x - self.mean) / self.std)
@@ -85,8 +87,10 @@ class NormalizedModel(nn.Module):
 
 def _metadata(model: nn.Module, classes: dict[str, Any], mean: Sequence[float], std: Sequence[float]) -> dict[str, str]:
     memory = estimate_memory(model)  # measured in fp32 on the PyTorch model: lets a runtime choose tiles
+    bands = len(mean)
+    kind = "RGB" if bands == 3 else f"{bands}-band"
     info = {
-        "input": "float32 RGB (N, 3, H, W) in [0, 1]; normalisation is inside the graph",
+        "input": f"float32 {kind} (N, {bands}, H, W) in [0, 1]; normalisation is inside the graph",
         "output": "logits (N, K, H, W); argmax over K gives the class index",
         "classes": {"names": list(classes["names"]), "colors": [list(map(int, c)) for c in classes["colors"]]},
         "normalization": {"mean": list(map(float, mean)), "std": list(map(float, std))},
@@ -99,15 +103,15 @@ def _metadata(model: nn.Module, classes: dict[str, Any], mean: Sequence[float], 
     }
 
 
-def _check_inputs(sizes: Sequence[tuple[int, int]]) -> list[Tensor]:
+def _check_inputs(sizes: Sequence[tuple[int, int]], bands: int = 3) -> list[Tensor]:
     g = torch.Generator().manual_seed(0)
-    return [torch.rand(2, 3, h, w, generator=g) for h, w in sizes]
+    return [torch.rand(2, bands, h, w, generator=g) for h, w in sizes]
 
 
 def _max_diff(wrapper: nn.Module, run_exported, sizes: Sequence[tuple[int, int]], tolerance: float) -> float:
     worst = 0.0
     with torch.inference_mode():
-        for x in _check_inputs(sizes):
+        for x in _check_inputs(sizes, wrapper.mean.shape[1]):
             ref = wrapper(x).float()
             out = torch.as_tensor(run_exported(x)).float()
             if out.shape != ref.shape:
@@ -192,7 +196,7 @@ def _load_torchscript(tmp: Path) -> Callable[[Tensor], Any]:
         return torch.jit.load(str(tmp))
 
 
-# Format -> (write the wrapper to a file, load that file back as a callable on (N, 3, H, W) tensors).
+# Format -> (write the wrapper to a file, load that file back as a callable on (N, B, H, W) tensors).
 _FORMATS = {
     "onnx": (_write_onnx, _load_onnx),
     "openvino": (_write_openvino, _load_openvino),
@@ -233,7 +237,7 @@ def export_model(
     path = Path(path)
     if fmt == "openvino" and path.suffix != ".xml":
         raise ValueError(f"an OpenVINO model is written as FILE.xml and FILE.bin; got --out '{path}'")
-    example = torch.rand(2, 3, *check_sizes[-1])  # a batch of two: torch.export would specialise a batch of one
+    example = torch.rand(2, len(mean), *check_sizes[-1])  # a batch of two: torch.export specialises a batch of one
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
@@ -281,8 +285,8 @@ def _network_code() -> bytes:
 def cached_openvino(checkpoint: str | os.PathLike) -> tuple[Path, bool]:
     """The OpenVINO IR of a checkpoint, converted (and checked) once and cached.
 
-    The cache key is the checkpoint's path, size and modification time (hashing a 500 MB checkpoint would cost a
-    second at every start) and the source of fcnseg's models and inference modules, so that a checkpoint converted
+    The cache key is the checkpoint's path, size and modification time (hashing a large checkpoint would slow every
+    start) and the source of fcnseg's models and inference modules, so that a checkpoint converted
     by another version of the code, whose graph may differ, is converted again.
 
     Returns:

@@ -22,6 +22,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from fcnseg.inference.inputs import input_bands
+
 __all__ = ["SAFETY_FACTOR", "LiveBytes", "MemoryModel", "estimate_memory", "measure_peak_bytes"]
 
 logger = logging.getLogger(__name__)
@@ -74,9 +76,9 @@ class LiveBytes(TorchDispatchMode):
 
 
 def measure_peak_bytes(model: nn.Module, height: int, width: int, *, batch_size: int = 1) -> int:
-    """Peak bytes of activations alive at once while ``model`` runs on a zero ``(N, 3, height, width)`` input."""
+    """Peak bytes of activations alive at once while ``model`` runs on a zero ``(N, B, height, width)`` input."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = torch.zeros(batch_size, 3, height, width, device=device)
+    x = torch.zeros(batch_size, input_bands(model), height, width, device=device)
     probe = LiveBytes()
     with torch.inference_mode(), probe:
         out = model(x)

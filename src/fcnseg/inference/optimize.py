@@ -2,16 +2,18 @@
 
 On CPU, every ``Conv2d`` is run by oneDNN (``torch.ops.mkldnn._convolution_pointwise``) with its weight cast and
 reordered into oneDNN's blocked layout once, not on every call as an eager convolution under autocast does; a
-``BatchNorm2d`` that directly follows the convolution in a ``Sequential`` is folded into its weight, and a ReLU
-(ReLU6, Hardswish, SiLU) that follows is fused into it. On a 2-core AVX512-BF16 CPU this makes FCN-8s VGG16 at
-500x500 about 1.3-1.5x faster than eager bf16 autocast (benchmarks/README.md). The weights are packed at the first
-call and again only when they change.
+``BatchNorm2d`` that directly follows the convolution is folded into its weight, and a ReLU (ReLU6, Hardswish,
+SiLU) that follows is fused into it, which saves the casts and reorders that eager autocast repeats at every call
+(docs/performance.md says how to time the two). "Follows" is read from a ``Sequential``'s order, and in blocks that
+call their layers in their own ``forward`` (ResNet's ``Bottleneck``, SqueezeNet's ``Fire``) from the graph
+``torch.fx`` traces: there an unfused batch norm and ReLU cost as much time as the convolutions. The weights are
+packed at the first call and again only when they change.
 
 In bf16, two cheap parts stay in fp32: the convolutions that read the 3-channel image (rounding the normalised image
 to bf16, 8 significant bits, costs about one grey level) and, for an :class:`~fcnseg.models.FCN`, the head (score
 layers, skip fusion and upsampling: well under 1% of the FLOPs, but bf16 rounds logits of magnitude 8-16 to steps
-of 1/16, enough to flip close decisions). On CamVid test images through a trained FCN-8s SqueezeNet this lifts
-the argmax agreement with fp32 from 99.56% (plain autocast) to 99.80%.
+of 1/16, enough to flip close decisions); docs/performance.md says how to measure the argmax agreement with
+fp32 that a trained model keeps on real images.
 
 The prepared module shares the parameters of the original (nothing is copied until a layer is packed) and leaves
 the original untouched; it computes the same logits at the precision it was prepared for, and is meant to be run
@@ -23,12 +25,15 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import operator
+from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 import fcnseg.models as models
 from fcnseg.core.device import autocast_dtype, cpu_has_native_bf16, memory_format
+from fcnseg.inference.inputs import input_bands
 
 __all__ = [
     "Float32Head",
@@ -40,6 +45,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_ADDS = (operator.add, operator.iadd, torch.add)  # how a residual connection is written
 
 # Activation modules that oneDNN applies in the convolution's epilogue: module type -> (attribute, scalars).
 _FUSABLE = {
@@ -56,6 +63,8 @@ class PackedConv2d(nn.Module):
     ``(N, C, H, W)`` in any float dtype -> ``(N, C', H', W')`` in ``dtype``. The weight is packed at the first call,
     for that call's input shape (the blocked layout oneDNN picks for 500x500 serves 360x480 as fast as its own),
     and packed again when a source parameter changes (replaced, or updated in place, which bumps its version).
+    Called as ``packed(x, other)``, it adds ``other`` (a residual, ``(N, C', H', W')``) to the convolution's output
+    before the activation, in the same pass: ``activation(norm(conv(x)) + other)``.
 
     Args:
         conv: the convolution; its parameters are read, not copied.
@@ -98,23 +107,21 @@ class PackedConv2d(nn.Module):
         )
         self._bias = None if bias is None else bias.to(self.dtype)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, other: Tensor | None = None) -> Tensor:
         key = tuple((t.data_ptr(), _version(t)) for t in self._sources())
         if key != self._key:
             self._pack(list(x.shape))
             self._key = key
         c = self.conv
-        return torch.ops.mkldnn._convolution_pointwise(
-            x.to(self.dtype),
-            self._weight,
-            self._bias,
-            list(c.padding),
-            list(c.stride),
-            list(c.dilation),
-            c.groups,
-            self.attr,
-            self.scalars,
-            "",
+        geometry = (list(c.padding), list(c.stride), list(c.dilation), c.groups)
+        x = x.to(self.dtype)
+        if other is None:
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, self._weight, self._bias, *geometry, self.attr, self.scalars, ""
+            )
+        other = other.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            x, other, self._weight, self._bias, *geometry, "add", None, self.attr, self.scalars, ""
         )
 
     @property
@@ -235,6 +242,8 @@ def _pack_children(parent: nn.Module, dtype: torch.dtype, fp32: set[nn.Module]) 
     ``BatchNorm2d`` right after the convolution and a fusable activation right after that are taken into it and
     replaced by ``Identity``.
     """
+    if isinstance(parent, PackedConv2d):  # its convolution is packed already
+        return 0
     children = parent._modules
     names = list(children)
     count = 0
@@ -251,6 +260,94 @@ def _pack_children(parent: nn.Module, dtype: torch.dtype, fp32: set[nn.Module]) 
         for follower in names[i + 1 : i + 1 + absorbed]:
             children[follower] = nn.Identity()
         count += 1
+    return count
+
+
+def _only_user(node: fx.Node, modules: dict[str, nn.Module], accept: Callable[[nn.Module], bool]) -> fx.Node | None:
+    """The node that alone uses ``node``'s output, when it calls a module that ``accept`` takes."""
+    users = list(node.users)
+    module = modules.get(users[0].target) if len(users) == 1 and users[0].op == "call_module" else None
+    return users[0] if module is not None and accept(module) else None  # (a module fused just now is not listed)
+
+
+def _residual_add(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+    """``(add, other)`` when ``node``'s only user adds another tensor ``other`` to it (a residual connection)."""
+    users = list(node.users)
+    if len(users) != 1 or users[0].op != "call_function" or users[0].target not in _ADDS or users[0].kwargs:
+        return None
+    add = users[0]
+    if len(add.args) != 2 or add.args.count(node) != 1:
+        return None
+    other = add.args[1] if add.args[0] is node else add.args[0]
+    return (add, other) if isinstance(other, fx.Node) else None
+
+
+def _fuse_chain(traced: fx.GraphModule, node: fx.Node, modules: dict[str, nn.Module], dtype: torch.dtype) -> bool:
+    """Run the chain that starts at the convolution ``node`` (batch norm, residual add, activation: each optional, one
+    at least) as one :class:`PackedConv2d` in ``dtype``; returns whether there was a chain."""
+    norm_node = _only_user(node, modules, _foldable)
+    residual = _residual_add(norm_node or node)
+    last = residual[0] if residual else (norm_node or node)
+    act_node = _only_user(last, modules, lambda m: type(m) in _FUSABLE)
+    if (norm_node, residual, act_node) == (None, None, None) or len(node.args) != 1 or node.kwargs:
+        return False
+    norm = None if norm_node is None else modules[norm_node.target]
+    activation = ("none", []) if act_node is None else _FUSABLE[type(modules[act_node.target])]
+    name = f"{node.target.replace('.', '_')}_fused"
+    traced.add_submodule(name, PackedConv2d(modules[node.target], dtype, norm=norm, activation=activation))
+    end = act_node or last
+    with traced.graph.inserting_before(end):  # where every input of the chain exists (the residual may come late)
+        fused = traced.graph.call_module(name, (node.args[0], *(residual[1:] if residual else ())))
+    end.replace_all_uses_with(fused)
+    for dead in (act_node, residual[0] if residual else None, norm_node, node):  # users first
+        if dead is not None:
+            traced.graph.erase_node(dead)
+    return True
+
+
+def _fuse_graph(block: nn.Module, dtype: torch.dtype, fp32: set[nn.Module]) -> tuple[nn.Module, int]:
+    """``block`` traced by ``torch.fx``, each ``Conv2d -> BatchNorm2d -> + residual -> activation`` chain of its graph
+    (each step after the convolution optional, one present) run as one :class:`PackedConv2d`.
+
+    This reaches the layers that a block calls in its own ``forward`` (torchvision's ``Bottleneck`` and
+    ``BasicBlock``, SqueezeNet's ``Fire``), which :func:`_pack_children` cannot see as a sequence. Returns the new
+    module and the number of chains fused, or ``block`` and 0 when it cannot be traced or has no chain.
+    """
+    try:
+        traced = fx.symbolic_trace(block)
+    except (fx.proxy.TraceError, TypeError, RuntimeError, AttributeError, NotImplementedError) as err:
+        logger.debug("%s not traced (%s): its layers are packed one by one", type(block).__name__, err)
+        return block, 0
+    modules = dict(traced.named_modules())
+    count = 0
+    for node in list(traced.graph.nodes):
+        conv = modules.get(node.target) if node.op == "call_module" else None
+        if conv is not None and _packable(conv):
+            count += _fuse_chain(traced, node, modules, torch.float32 if conv in fp32 else dtype)
+    if not count:
+        return block, 0
+    traced.graph.lint()
+    traced.recompile()
+    traced.delete_all_unused_submodules()
+    return traced, count
+
+
+def _fuse_blocks(module: nn.Module, dtype: torch.dtype, fp32: set[nn.Module]) -> int:
+    """Replace the blocks below ``module`` that :func:`_fuse_graph` fuses (not ``Sequential``s: those are
+    :func:`_pack_children`'s, nor the fp32 head's); returns the number of chains fused."""
+    count = 0
+    for name, child in module._modules.items():
+        if child is None or isinstance(child, nn.Sequential | PackedConv2d) or child in fp32:
+            count += 0 if child is None else _fuse_blocks(child, dtype, fp32)
+            continue
+        kinds = {type(m) for m in child.children()}
+        if nn.Conv2d in kinds and (nn.BatchNorm2d in kinds or kinds & set(_FUSABLE)):
+            fused, n = _fuse_graph(child, dtype, fp32)
+            if n:
+                module._modules[name] = fused
+                count += n
+                continue
+        count += _fuse_blocks(child, dtype, fp32)
     return count
 
 
@@ -288,10 +385,12 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, precisio
     if not _packing_works(dtype):
         return model
     fast = _shallow_tree(per_channel_upsamplers(model, follow=True)).eval()
-    fp32 = {m for m in fast.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3}  # they read the image
+    bands = input_bands(fast)  # 3 for RGB
+    fp32 = {m for m in fast.modules() if isinstance(m, nn.Conv2d) and m.in_channels == bands}  # they read the image
     if isinstance(fast, models.FCN) and dtype is not torch.float32:
         fp32 |= set(fast.head.modules())
         fast.head = Float32Head(fast.head)
-    count = sum(_pack_children(m, dtype, fp32) for m in list(fast.modules()))
+    count = _fuse_blocks(fast, dtype, fp32)
+    count += sum(_pack_children(m, dtype, fp32) for m in list(fast.modules()))
     logger.debug("packed %d convolutions for %s inference", count, dtype)
     return fast if count or isinstance(fast, models.FCN) else model  # nothing to pack: the model itself

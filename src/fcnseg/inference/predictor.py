@@ -29,10 +29,12 @@ import fcnseg.models as models
 from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.core.device import autocast_dtype, memory_format, resolve_device
 from fcnseg.data.classes import ClassInfo, as_class_info
-from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize_uint8
-from fcnseg.inference.engine import choose_tile_size, segment_bands, segment_logits
+from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize_image
+from fcnseg.inference.crf import CRFParams, dense_crf
+from fcnseg.inference.engine import choose_tile_size, class_indices, segment_bands, segment_logits
 from fcnseg.inference.export import cached_openvino, export_model
-from fcnseg.inference.images import load_image
+from fcnseg.inference.images import load_bands
+from fcnseg.inference.inputs import input_bands
 from fcnseg.inference.memory import MemoryModel, estimate_memory
 from fcnseg.inference.optimize import prepare_for_inference
 from fcnseg.inference.runtimes import BACKENDS, RuntimeModel, available_backends, load_onnxruntime, load_openvino
@@ -45,6 +47,7 @@ DEFAULT_MEMORY_BUDGET = 2 * 2**30
 """Bytes inference may use when ``tile_size="auto"`` (2 GiB): one forward pass plus, when tiling, the logit band."""
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor
+Loaded = Image.Image | np.ndarray  # an RGB PIL image, or an (H, W, B) array of another band count
 
 
 def _runtime_from_torch(model: nn.Module, backend: str, precision: str) -> RuntimeModel:
@@ -53,11 +56,12 @@ def _runtime_from_torch(model: nn.Module, backend: str, precision: str) -> Runti
 
     with tempfile.TemporaryDirectory(prefix="fcnseg-") as folder:
         path = Path(folder) / "model.onnx"
+        bands = input_bands(model)
         with torch.inference_mode():
-            k = model.cpu().eval()(torch.zeros(1, 3, 64, 64)).shape[1]
+            k = model.cpu().eval()(torch.zeros(1, bands, 64, 64)).shape[1]
         info = as_class_info([f"class_{i}" for i in range(k)])
         classes = {"names": list(info.names), "colors": [list(c) for c in info.colors]}
-        export_model(model, path, "onnx", classes=classes, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        export_model(model, path, "onnx", classes=classes, mean=(0.0,) * bands, std=(1.0,) * bands)
         if backend == "onnxruntime":
             return load_onnxruntime(path)
         return load_openvino(path, precision=precision)
@@ -67,12 +71,13 @@ class Predictor:
     """Segment single images or batches with ``model``; masks come back at the input's size.
 
     Args:
-        model: maps normalised ``(N, 3, H, W)`` to logits ``(N, K, H, W)``. It is moved to ``device``, put in
-            eval mode and, on CPU, converted to ``channels_last`` in place.
+        model: maps normalised ``(N, B, H, W)`` to logits ``(N, K, H, W)`` (``B = 3`` for RGB; other band counts
+            read images by the decoder's rules for ``B``, see :func:`~fcnseg.inference.images.load_bands`). It is
+            moved to ``device``, put in eval mode and, on CPU, converted to ``channels_last`` in place.
         classes: names and colours of the ``K`` classes (:class:`ClassInfo`, or a ``{"names", "colors"}``
             dict); by default ``class_0..`` in the PASCAL VOC colour map.
-        mean: per-channel mean of the normalisation the model was trained with (RGB in [0, 1]).
-        std: per-channel standard deviation of that normalisation.
+        mean: per-band mean of the normalisation the model was trained with (``B`` values, [0, 1] scale).
+        std: per-band standard deviation of that normalisation.
         device: where inference runs: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (see
             :func:`fcnseg.core.device.resolve_device`).
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`fcnseg.core.device.autocast_dtype`).
@@ -83,6 +88,14 @@ class Predictor:
         overlap: sliding-window overlap fraction.
         scales: test-time scales (logits averaged).
         flip: also average the horizontally flipped prediction.
+        backend: ``"torch"`` (default: the model itself, prepared for ``device``), ``"onnxruntime"`` or
+            ``"openvino"`` (the model exported and compiled by that runtime now, which takes seconds; later changes
+            to its weights are not seen). :meth:`from_checkpoint` picks the fastest installed backend by default.
+        crf: dense CRF post-processing (:class:`~fcnseg.inference.crf.CRFParams`), or ``None``: mean-field inference
+            on the softmax of the logits averaged over windows, scales and flips, with the image's 8-bit colours (RGB;
+            other band counts: the first three bands, or the grey band). It runs on the whole image's blended
+            logits (in bands of rows beyond :data:`~fcnseg.inference.crf.MAX_PIXELS`); :meth:`infer` then returns
+            the log of the CRF's marginals in place of the logits.
     """
 
     def __init__(
@@ -100,11 +113,11 @@ class Predictor:
         scales: Sequence[float] = (1.0,),
         flip: bool = False,
         backend: str = "torch",
+        crf: CRFParams | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if isinstance(tile_size, str) and tile_size != "auto":
-            raise ValueError(f"tile_size must be None, (height, width) or 'auto', got {tile_size!r}")
+        _check_settings(tile_size, overlap, scales)
         self.device = resolve_device(device)
         autocast_dtype(precision, self.device)  # validate early
         if backend != "torch" and not isinstance(model, RuntimeModel):
@@ -119,15 +132,16 @@ class Predictor:
             self._fast = prepare_for_inference(self.model, self.device, precision)  # shares the model's weights
         self._classes = None if classes is None else as_class_info(classes)
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+        self.bands = input_bands(self.model, default=len(self.mean))
+        """Image bands the model takes (3: RGB)."""
         self.precision = precision
-        self.tile_size = (
-            tuple(tile_size) if isinstance(tile_size, Sequence) and not isinstance(tile_size, str) else tile_size
-        )
+        self.tile_size = _window(tile_size)
         self.memory_budget = float(memory_budget)
         self.overlap = overlap
         self.scales = tuple(scales)
         self.flip = flip
         self._memory: MemoryModel | None = model.memory if isinstance(model, RuntimeModel) else None
+        self.crf = crf
 
     @property
     def computes_in(self) -> str:
@@ -148,15 +162,24 @@ class Predictor:
             path: a checkpoint written by ``fcnseg train``, an ONNX file (``.onnx``) or an OpenVINO IR (``.xml``,
                 e.g. an int8 model from ``fcnseg quantize``).
             device: where inference runs (exported models run on the CPU).
-            backend: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"``: for a checkpoint, OpenVINO when
-                it is installed, through an IR converted once and cached (:func:`export.cached_openvino`), else
-                torch; for an ONNX file, OpenVINO when installed, else ONNX Runtime. ``None`` (default): torch for
-                a checkpoint, ``"auto"`` for an exported file.
+            backend: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"`` (``None``, the default, is
+                ``"auto"``, the choice of ``fcnseg predict``): for a checkpoint, OpenVINO on the CPU when it is
+                installed, through an IR converted once and cached (:func:`export.cached_openvino`), else torch; for
+                an ONNX file, OpenVINO when installed, else ONNX Runtime. The choice is logged and kept in
+                :attr:`backend` (and :attr:`computes_in`). Ask for ``"torch"`` to run the PyTorch model itself
+                (e.g. to read :attr:`model`'s weights or to score a model that training keeps changing).
             kwargs: passed to ``__init__`` (classes and normalisation default to the file's).
         """
-        if Path(path).suffix.lower() in (".onnx", ".xml"):
-            return cls._from_exported(Path(path), backend or "auto", device, **kwargs)
-        backend = backend or "torch"
+        predictor = cls._open(Path(path), device, backend or "auto", **kwargs)
+        name, used = Path(path).name, f"{predictor.backend} ({predictor.computes_in})"
+        logger.info("%s runs through %s on %s", name, used, predictor.device)
+        return predictor
+
+    @classmethod
+    def _open(cls, path: Path, device: str | torch.device, backend: str, **kwargs: Any) -> Predictor:
+        """:meth:`from_checkpoint` with ``backend`` given (``"auto"`` resolved here)."""
+        if path.suffix.lower() in (".onnx", ".xml"):
+            return cls._from_exported(path, backend, device, **kwargs)
         on_cpu = resolve_device(device).type == "cpu"
         if backend == "auto":
             backend = "openvino" if on_cpu and "openvino" in available_backends() else "torch"
@@ -183,27 +206,44 @@ class Predictor:
         precision = kwargs.get("precision", "auto")
         model = load_onnxruntime(path) if backend == "onnxruntime" else load_openvino(path, precision=precision)
         kwargs.setdefault("classes", model.metadata.get("classes"))
-        kwargs |= {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+        kwargs |= {"mean": (0.0,) * input_bands(model), "std": (1.0,) * input_bands(model)}
         return cls(model, device=device, **kwargs)
 
     @property
     def classes(self) -> ClassInfo:
         """Class names and colours (defaults built from the model's number of classes when none were given)."""
+        if self._classes is None and getattr(self._fast, "num_classes", None):  # stated by a runtime's graph
+            self._classes = as_class_info([f"class_{i}" for i in range(self._fast.num_classes)])
         if self._classes is None:
             with torch.inference_mode():
-                k = self._fast(self._prepare([Image.new("RGB", (64, 64))])).shape[1]
+                x = torch.zeros(1, self.bands, 64, 64, device=self.device)
+                k = self._fast(x.contiguous(memory_format=self.memory_format)).shape[1]
             self._classes = as_class_info([f"class_{i}" for i in range(k)])  # VOC colours
         return self._classes
 
-    def _prepare(self, images: Sequence[Image.Image]) -> Tensor:
-        """Same-size RGB images -> normalised ``(N, 3, H, W)`` float32 on the device.
+    def load(self, image: ImageLike) -> Loaded:
+        """Read ``image`` for the model: an RGB PIL image for RGB models, else an ``(H, W, B)`` array.
 
-        Normalised in place: one float32 copy of the batch, 12 bytes per pixel, is the only large allocation.
+        Raises:
+            ImageReadError: unreadable, or of another band count than the model's (one line naming both).
         """
-        arrays = [np.array(im, dtype=np.uint8) for im in images]  # (H, W, 3) each, writable
+        kind = "RGB" if self.bands == 3 else f"{self.bands}-band"
+        return load_bands(image, self.bands, f"its checkpoint was trained on {kind} images")
+
+    def _prepare(self, images: Sequence[Loaded]) -> Tensor:
+        """Same-size images (RGB PIL images, or ``(H, W, B)`` arrays) -> normalised ``(N, B, H, W)`` float32.
+
+        Normalised in place: one float32 copy of the batch, ``4 B`` bytes per pixel, is the only large allocation.
+        """
+        arrays = [im if isinstance(im, np.ndarray) else np.array(im, dtype=np.uint8) for im in images]  # (H, W, B)
+        if len(self.mean) != arrays[0].shape[-1]:
+            raise ValueError(
+                f"the normalisation has {len(self.mean)} values but the images have {arrays[0].shape[-1]} bands; "
+                "pass the mean and std the model was trained with (its checkpoint's)"
+            )
         batch = torch.from_numpy(arrays[0])[None] if len(arrays) == 1 else torch.from_numpy(np.stack(arrays))
-        # (N, H, W, 3) viewed as (N, 3, H, W) is channels_last, a layout the float copy keeps.
-        x = normalize_uint8(batch.to(self.device).permute(0, 3, 1, 2), self.mean, self.std)
+        # (N, H, W, B) viewed as (N, B, H, W) is channels_last, a layout the float copy keeps.
+        x = normalize_image(batch.to(self.device).permute(0, 3, 1, 2), self.mean, self.std)
         return x.contiguous(memory_format=self.memory_format)
 
     def tile_size_for(self, height: int, width: int, batch_size: int = 1) -> tuple[int, int] | None:
@@ -219,18 +259,29 @@ class Predictor:
         band_row = 4 * len(self.classes.names) * hw[1]  # float32 logits of one image row, blended band by band
         return choose_tile_size(self._memory, hw, self.memory_budget, batch_size=batch_size, bytes_per_row=band_row)
 
-    def logits(self, images: Sequence[Image.Image]) -> Tensor:
-        """Logits ``(N, K, H, W)`` float32 for same-size RGB images."""
+    def logits(self, images: Sequence[Loaded]) -> Tensor:
+        """Logits ``(N, K, H, W)`` float32 for same-size images as :meth:`load` returns them."""
         return self.infer(self._prepare(images))
 
     def infer(self, x: Tensor) -> Tensor:
-        """Logits ``(N, K, H, W)`` float32 of already normalised images ``(N, 3, H, W)``.
+        """Logits ``(N, K, H, W)`` float32 of already normalised images ``(N, B, H, W)``.
 
         The path :meth:`predict` takes (prepared model, precision, tiling, scales, flip), for images that a
         dataset's transform has normalised; :func:`fcnseg.evaluation.evaluate` scores through it.
         """
         x = x.to(self.device, non_blocking=True).float().contiguous(memory_format=self.memory_format)
-        return self._logits(x, self.tile_size_for(x.shape[2], x.shape[3], x.shape[0]))
+        logits = self._logits(x, self.tile_size_for(x.shape[2], x.shape[3], x.shape[0]))
+        return logits if self.crf is None else self._crf_log_marginals(logits, x)
+
+    def _crf_log_marginals(self, logits: Tensor, x: Tensor) -> Tensor:
+        """``log Q`` ``(N, K, H, W)`` of the dense CRF on ``logits``, with colours unnormalised from ``x`` (8-bit)."""
+        assert self.crf is not None
+        bands = min(3, x.shape[1])
+        mean = torch.tensor(self.mean[:bands], device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std[:bands], device=x.device).view(1, -1, 1, 1)
+        levels = (x[:, :bands].float() * std + mean).mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+        with torch.inference_mode():
+            return dense_crf(logits, levels, self.crf).clamp_min_(1e-30).log_()
 
     def _logits(self, x: Tensor, tile: tuple[int, int] | None) -> Tensor:
         return segment_logits(
@@ -253,12 +304,29 @@ class Predictor:
             self._fast, x, tile_size=tile, overlap=self.overlap, flip=self.flip, precision=self.precision
         )
 
+    def _labels_in_graph(self, x: Tensor) -> bool:
+        """Whether the masks of ``x`` can be the runtime's own argmax: one whole-image pass, no flip, one scale."""
+        fast = self._fast
+        if not isinstance(fast, RuntimeModel) or not fast.computes_labels or fast.num_classes is None:
+            return False
+        tile = self.tile_size_for(x.shape[2], x.shape[3], x.shape[0])
+        whole = tile is None or (tile[0] >= x.shape[2] and tile[1] >= x.shape[3])
+        return whole and self.scales == (1.0,) and not self.flip
+
     def _segment(self, x: Tensor, return_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Masks ``(N, H, W)`` and optionally probabilities ``(N, K, H, W)`` of ``x``, filled band by band.
 
-        Single-scale tiled inference never holds the logits of the whole image, only one band of them.
+        Single-scale tiled inference never holds the logits of the whole image, only one band of them. Masks alone
+        of a whole image, through an OpenVINO model, are the argmax taken inside its graph: no logits leave it.
         """
         n, _, h, w = x.shape
+        if self.crf is not None:  # the CRF needs the scores of the whole image: never the graph's own argmax
+            log_q = self.infer(x)
+            probs = log_q.softmax(1).cpu().numpy() if return_probs else None
+            return class_indices(log_q).cpu().numpy(), probs
+        if not return_probs and self._labels_in_graph(x):
+            with torch.inference_mode():
+                return self._fast.labels(x).cpu().numpy(), None  # type: ignore[operator]
         masks: np.ndarray | None = None
         probs: np.ndarray | None = None
         with torch.inference_mode():
@@ -268,7 +336,7 @@ class Predictor:
                     masks = np.empty((n, h, w), dtype=np.uint8 if k <= 255 else np.int64)
                     probs = np.empty((n, k, h, w), dtype=np.float32) if return_probs else None
                 rows = slice(top, top + band.shape[2])
-                masks[:, rows] = band.argmax(1).cpu().numpy()
+                masks[:, rows] = class_indices(band).cpu().numpy()
                 if probs is not None:
                     probs[:, :, rows] = band.softmax(1).cpu().numpy()
         assert masks is not None
@@ -278,7 +346,7 @@ class Predictor:
         """Segment one image.
 
         Args:
-            image: path, PIL image, array or tensor (see :func:`~fcnseg.inference.images.load_image`).
+            image: path, PIL image, array or tensor (see :func:`~fcnseg.inference.images.load_bands`).
             return_probs: also return the softmax probabilities.
 
         Returns:
@@ -295,10 +363,10 @@ class Predictor:
         Returns:
             One result per input, in order, as :meth:`predict` returns them.
         """
-        loaded = [load_image(im) for im in images]
+        loaded = [self.load(im) for im in images]
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(loaded):
-            by_size.setdefault(im.size, []).append(i)
+            by_size.setdefault(im.shape[:2] if isinstance(im, np.ndarray) else im.size[::-1], []).append(i)
         results: list[Any] = [None] * len(loaded)
         for indices in by_size.values():
             for start in range(0, len(indices), batch_size):
@@ -307,3 +375,30 @@ class Predictor:
                 for j, i in enumerate(chunk):
                     results[i] = (masks[j], probs[j]) if probs is not None else masks[j]
         return results
+
+
+def _window(tile_size: Any) -> tuple[int, int] | str | None:
+    """``None``, ``"auto"`` or the window as ``(height, width)`` ints (one size is a square)."""
+    if tile_size is None or tile_size == "auto":
+        return tile_size
+    sizes = [int(tile_size)] if isinstance(tile_size, int) else [int(v) for v in tile_size]
+    return (sizes[0], sizes[-1])
+
+
+def _check_settings(tile_size: Any, overlap: float, scales: Sequence[float]) -> None:
+    """The one check of the inference settings ``fcnseg predict``, ``fcnseg eval`` and the API share.
+
+    Raises:
+        ValueError: a window that is not ``None``, ``"auto"``, one or two positive sizes; an overlap outside
+            ``[0, 1)``; a scale that is not positive.
+    """
+    if tile_size is not None and tile_size != "auto":
+        sizes = (
+            [tile_size] if isinstance(tile_size, int) else list(tile_size) if isinstance(tile_size, Sequence) else []
+        )
+        if isinstance(tile_size, str) or len(sizes) not in (1, 2) or min(int(v) for v in sizes) < 1:
+            raise ValueError(f"tile_size must be None, 'auto' or a positive (height, width), got {tile_size!r}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must lie in [0, 1), got {overlap}")
+    if not scales or any(s <= 0 for s in scales):
+        raise ValueError(f"scales must be positive, got {list(scales)}")

@@ -5,11 +5,11 @@ The model is exported as for ``fcnseg export --format openvino`` (fcnseg's ONNX,
 images (symmetric int8 weights per output channel, int8 activations; NNCF's default "performance" preset, with
 its fast bias correction). OpenVINO's CPU plugin then runs the convolutions on int8 (AVX512-VNNI where present).
 The result is an IR (``.xml`` + ``.bin``) that :meth:`fcnseg.Predictor.from_checkpoint` opens like any export; it
-takes RGB in ``[0, 1]`` and normalises it itself.
+takes RGB in ``[0, 1]`` (``B`` bands for a ``B``-band model) and normalises it itself.
 
 Why OpenVINO and not PyTorch 2 export quantization: the PT2E flow (``X86InductorQuantizer``) is only fast once
-compiled by Inductor, whose compile time would be paid at every start of ``fcnseg predict`` (about 28 s for
-VGG16 in bf16, benchmarks/README.md); an OpenVINO IR compiles in under a second.
+compiled by Inductor, whose compile time would be paid at every start of ``fcnseg predict``; an OpenVINO IR
+compiles at load time with no such cost.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from torch import nn
 import fcnseg.models as models
 from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.inference.export import export_model
-from fcnseg.inference.images import load_image
+from fcnseg.inference.images import load_bands
 from fcnseg.inference.runtimes import load_openvino, openvino_metadata, require
 
 __all__ = ["calibration_arrays", "quantize_checkpoint", "quantize_openvino"]
@@ -37,12 +37,18 @@ __all__ = ["calibration_arrays", "quantize_checkpoint", "quantize_openvino"]
 logger = logging.getLogger(__name__)
 
 
-def calibration_arrays(images: Sequence[Any]) -> list[np.ndarray]:
-    """Images (paths, PIL images, arrays) -> ``(1, 3, H, W)`` float32 RGB arrays in ``[0, 1]``, one per image."""
+def calibration_arrays(images: Sequence[Any], bands: int = 3) -> list[np.ndarray]:
+    """Images (paths, PIL images, arrays) -> ``(1, B, H, W)`` float32 arrays in ``[0, 1]``, one per image.
+
+    Read for a model of ``bands`` bands by the decoder's rules (RGB for 3), in the scale the exported graph takes:
+    8-bit data / 255, other data as decoded (16-bit / 65535).
+    """
     arrays = []
     for image in images:
-        rgb = np.asarray(load_image(image), dtype=np.float32) / 255.0  # (H, W, 3)
-        arrays.append(np.ascontiguousarray(rgb.transpose(2, 0, 1)[None]))
+        reason = f"its checkpoint was trained on {'RGB' if bands == 3 else f'{bands}-band'} images"
+        values = np.asarray(load_bands(image, bands, reason))  # (H, W, B)
+        scaled = values.astype(np.float32) / 255.0 if values.dtype == np.uint8 else values.astype(np.float32)
+        arrays.append(np.ascontiguousarray(scaled.transpose(2, 0, 1)[None]))
     return arrays
 
 
@@ -51,7 +57,7 @@ def quantize_openvino(fp32_model: Any, calibration: Sequence[np.ndarray]) -> Any
 
     Args:
         fp32_model: the float model; its inputs are what ``calibration`` holds.
-        calibration: model inputs, each ``(1, 3, H, W)`` float32 (sizes may differ).
+        calibration: model inputs, each ``(1, B, H, W)`` float32 (sizes may differ).
 
     Returns:
         The quantized ``openvino.Model``.
@@ -86,7 +92,7 @@ def quantize_checkpoint(
     ckpt = load_checkpoint(checkpoint)
     model: nn.Module = models.model_from_checkpoint(ckpt)
     norm = ckpt["normalization"]
-    calibration = calibration_arrays(calibration_images)
+    calibration = calibration_arrays(calibration_images, bands=len(norm["mean"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as folder:
         fp32_path = Path(folder) / "fp32.xml"

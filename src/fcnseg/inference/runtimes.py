@@ -1,9 +1,10 @@
 """Inference backends besides PyTorch: ONNX Runtime and OpenVINO, run as modules the engine can call.
 
 A model exported by :mod:`fcnseg.inference.export` (ONNX, or the OpenVINO IR that is converted from that ONNX
-file) takes float32 RGB ``(N, 3, H, W)`` in ``[0, 1]`` with any ``N``, ``H`` and ``W`` and returns logits
-``(N, K, H, W)``. :class:`RuntimeModel` wraps such a compiled model as an ``nn.Module``, so that whole-image,
-tiled, batched, flipped and multi-scale inference (:mod:`fcnseg.inference.engine`) run through it unchanged.
+file) takes float32 RGB ``(N, 3, H, W)`` in ``[0, 1]`` (``(N, B, H, W)`` for a ``B``-band model) with any ``N``, ``H``
+and ``W`` and returns logits ``(N, K, H, W)``. :class:`RuntimeModel` wraps such a compiled model as an ``nn.Module``,
+so that whole-image, tiled, batched, flipped and multi-scale inference (:mod:`fcnseg.inference.engine`) run through
+it unchanged.
 
 Precision: ONNX Runtime runs fp32. OpenVINO's CPU plugin runs bf16 by default where the CPU has AVX512-BF16 or
 AMX (``precision="auto"``), fp32 with ``precision="fp32"``; an int8 IR (:mod:`fcnseg.inference.quantize`) runs its
@@ -16,6 +17,7 @@ import importlib.util
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,8 @@ BACKENDS = ("torch", "onnxruntime", "openvino")
 _PACKAGES = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 _OV_PRECISION = {"auto": None, "fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 METADATA_KEY = "fcnseg"
+STATIC_PIXELS = 2**22
+"""Batch x height x width above which OpenVINO's labels graph is compiled for the input's own shape (4 megapixels)."""
 
 
 def available_backends() -> tuple[str, ...]:
@@ -59,16 +63,31 @@ class RuntimeModel(nn.Module):
     """A compiled ONNX Runtime or OpenVINO model as a module: ``(N, 3, H, W) -> (N, K, H, W)`` float32.
 
     Args:
-        run: maps a C-contiguous float32 array ``(N, 3, H, W)`` to logits ``(N, K, H, W)``.
+        run: maps a C-contiguous float32 array ``(N, 3, H, W)`` to logits ``(N, K, H, W)`` (any strides: OpenVINO's
+            are channels-last, the layout its CPU plugin computes in).
         backend: ``"onnxruntime"`` or ``"openvino"``.
         computes_in: what the convolutions run in (``"fp32"``, ``"bf16"``, ``"int8"``), for reports.
         metadata: the JSON metadata stored with the exported file (classes, normalisation, memory), if any.
+        labels: maps the same array to class indices ``(N, H, W)``, the argmax of the logits over ``K`` computed
+            inside the runtime's graph (lowest index on ties); ``None`` when the runtime has no such graph.
+        num_classes: ``K`` when the graph states it.
     """
 
-    def __init__(self, run: Any, backend: str, computes_in: str, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        run: Any,
+        backend: str,
+        computes_in: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        labels: Any = None,
+        num_classes: int | None = None,
+    ) -> None:
         super().__init__()
         self._run, self.backend, self.computes_in = run, backend, computes_in
         self.metadata = metadata or {}
+        self._labels = labels
+        self.num_classes = num_classes
 
     @property
     def memory(self) -> MemoryModel | None:
@@ -76,9 +95,27 @@ class RuntimeModel(nn.Module):
         mem = self.metadata.get("memory")
         return None if not mem else MemoryModel(bytes_per_pixel=mem["bytes_per_pixel"], pad=mem["pad"])
 
+    @property
+    def computes_labels(self) -> bool:
+        """Whether :meth:`labels` takes the argmax inside the runtime (no float logits leave the graph)."""
+        return self._labels is not None
+
+    @staticmethod
+    def _array(x: Tensor) -> np.ndarray:
+        return np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+
     def forward(self, x: Tensor) -> Tensor:
-        array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        return torch.from_numpy(np.asarray(self._run(array))).to(x.device)
+        return torch.from_numpy(np.asarray(self._run(self._array(x)))).to(x.device)
+
+    def labels(self, x: Tensor) -> Tensor:
+        """Class indices ``(N, H, W)`` of ``x``: ``forward(x).argmax(1)``, taken inside the graph.
+
+        uint8 when the graph has at most 255 classes, else int64. Only for a model whose :attr:`computes_labels`.
+        """
+        if self._labels is None:
+            raise ValueError(f"this {self.backend} model computes no labels in its graph; take logits.argmax(1)")
+        indices = torch.from_numpy(np.asarray(self._labels(self._array(x))))
+        return (indices if indices.dtype == torch.uint8 else indices.long()).to(x.device)
 
     def extra_repr(self) -> str:
         return f"backend={self.backend}, computes_in={self.computes_in}"
@@ -123,7 +160,8 @@ def load_openvino(
     """Compile an OpenVINO IR (``.xml``), an ONNX file or an ``openvino.Model`` for the CPU.
 
     Args:
-        model_or_path: what to compile.
+        model_or_path: what to compile. Two graphs are compiled: the logits, delivered channels-last
+            (:class:`RuntimeModel`), and their argmax over classes (:meth:`RuntimeModel.labels`).
         precision: ``"auto"`` (the plugin's default: bf16 on CPUs that compute it natively), ``"fp32"``, ``"bf16"``.
         threads: inference threads (default ``torch.get_num_threads()``).
         int8: whether the model holds quantized layers (read from its metadata when ``None``), for reports.
@@ -134,20 +172,101 @@ def load_openvino(
     if precision not in _OV_PRECISION:
         raise ValueError(f"precision must be one of {', '.join(_OV_PRECISION)}, got {precision!r}")
     core = ov.Core()
-    model = core.read_model(str(model_or_path)) if isinstance(model_or_path, str | Path) else model_or_path
+    is_path = isinstance(model_or_path, str | Path)
+    model = core.read_model(str(model_or_path)) if is_path else model_or_path.clone()  # the caller's stays as it is
     metadata = openvino_metadata(model)
     config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
     config["PERFORMANCE_HINT"] = "LATENCY"  # one stream: the engine sends one batch at a time
     if _OV_PRECISION[precision] is not None:
         config["INFERENCE_PRECISION_HINT"] = _OV_PRECISION[precision]
-    compiled = core.compile_model(model, "CPU", config)
+    num_classes = _openvino_classes(model)
+    # Made before the layout change below rebuilds the graph's ends (the two share nodes).
+    labels, _ = _runner(core, _openvino_labels(ov, model, num_classes), config)
+    logits, compiled = _runner(core, _channels_last_output(ov, model), config)
     hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
     int8 = bool((metadata or {}).get("quantization")) if int8 is None else int8
     computes_in = "int8" if int8 else {"bf16": "bf16", "f16": "fp16"}.get(hint, "fp32")
-    request = compiled.create_infer_request()
 
     def run(array: np.ndarray) -> np.ndarray:
-        return request.infer({0: array}, share_inputs=True)[0]  # copied out: the request reuses its buffer
+        return logits(array).transpose(0, 3, 1, 2)  # (N, H, W, K) -> a channels-last (N, K, H, W) view
 
     logger.debug("OpenVINO model compiled for CPU, %s", computes_in)
-    return RuntimeModel(run, "openvino", computes_in, metadata)
+    return RuntimeModel(run, "openvino", computes_in, metadata, labels=labels, num_classes=num_classes)
+
+
+def _runner(core: Any, model: Any, config: dict[str, Any]) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
+    """A function ``array -> first output`` of ``model``, and ``model`` compiled for any input shape.
+
+    The compiled model runs inputs of up to :data:`STATIC_PIXELS` pixels; a larger input gets ``model`` compiled for
+    its own shape, freed after the call. The CPU plugin keeps the buffers of a graph compiled for any shape at their
+    largest after a call; a graph compiled for one shape plans its buffers ahead and reuses them more: at 4000x3000,
+    the labels of FCN-8s SqueezeNet 1.1 need 0.9 GB instead of 1.6 GB (docs/performance.md). Compiling takes a
+    fraction of a second, little beside the inference of such an image.
+    """
+    compiled = core.compile_model(model, "CPU", config)  # its buffers and packed weights come at its first run
+    any_shape = compiled.create_infer_request()
+    template = model.clone()
+
+    def run(array: np.ndarray) -> np.ndarray:
+        n, _, h, w = array.shape
+        if n * h * w <= STATIC_PIXELS:
+            return any_shape.infer({0: array}, share_inputs=True)[0]  # copied out: the request reuses its buffer
+        fixed = template.clone()
+        fixed.reshape(list(array.shape))
+        request = core.compile_model(fixed, "CPU", config).create_infer_request()
+        return request.infer({0: array}, share_inputs=True)[0]  # a copy: the graph and its buffers go on return
+
+    return run, compiled
+
+
+def _openvino_classes(model: Any) -> int | None:
+    """``K`` of the logits ``(N, K, H, W)`` of an ``openvino.Model`` when its shape fixes it."""
+    shape = model.output(0).get_partial_shape()
+    return (
+        shape[1].get_length() if shape.rank.is_static and shape.rank.get_length() == 4 and shape[1].is_static else None
+    )
+
+
+def _channels_last_output(ov: Any, model: Any) -> Any:
+    """``model`` with its logits delivered as ``(N, H, W, K)``: the CPU plugin computes them channels-last, so this
+    skips a transpose inside the graph, and an argmax over ``K`` then reads contiguous memory."""
+    from openvino.preprocess import PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    ppp.output(0).model().set_layout(ov.Layout("NCHW"))
+    ppp.output(0).tensor().set_layout(ov.Layout("NHWC"))
+    return ppp.build()
+
+
+def _openvino_labels(ov: Any, model: Any, num_classes: int | None) -> Any:
+    """A model on the same nodes as ``model`` whose output is the argmax of its logits over ``K``: ``(N, H, W)``.
+
+    ``TopK`` with ``k=1`` and a stable sort returns the lowest index among equal maxima, as ``Tensor.argmax`` does,
+    and runs on the logits in the precision the plugin computes them in (f32 for fcnseg's FCN heads); the indices
+    come out as uint8 when ``K <= 255`` (int32 otherwise). When the logits are a spatial crop (FCN crops its
+    upsampled scores to the input), the argmax is taken before the crop and the indices are cropped instead: the
+    same values, without the float copy that the crop makes (21 channels of float32: 1 GB at 12 megapixels).
+    """
+    import openvino.opset13 as ops
+
+    logits = model.output(0).get_node().input_value(0)  # what the logits Result reads
+    crop = logits.get_node() if _spatial_slice(logits.get_node()) else None
+    scores = logits if crop is None else crop.input_value(0)
+    top = ops.topk(scores, np.int64(1), axis=1, mode="max", sort="value", index_element_type="i32", stable=True)
+    indices = top.output(1)  # (N, 1, H, W)
+    if crop is not None:  # the same slice (on the axes H and W only) of the indices
+        indices = ops.slice(indices, *crop.input_values()[1:]).output(0)
+    indices = ops.squeeze(indices, np.array([1], dtype=np.int64))
+    if num_classes is not None and num_classes <= 255:
+        indices = ops.convert(indices, "u8")
+    return ov.Model([ops.result(indices)], model.get_parameters(), "labels")
+
+
+def _spatial_slice(node: Any) -> bool:
+    """Whether ``node`` is an ``opset8`` ``Slice`` of a 4-D tensor on the axes 2 and 3 only (constant axes)."""
+    if node.get_type_name() != "Slice" or len(node.input_values()) != 5:
+        return False
+    axes = node.input_value(4).get_node()
+    if axes.get_type_name() != "Constant" or node.get_input_partial_shape(0).rank.get_length() != 4:
+        return False
+    return {int(a) % 4 for a in np.asarray(axes.get_data()).reshape(-1)} <= {2, 3}

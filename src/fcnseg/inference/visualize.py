@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fcnseg.data.classes import IGNORE_INDEX
 
-__all__ = ["Colors", "colorize", "legend_image", "overlay", "palette"]
+__all__ = ["Colors", "colorize", "display_rgb", "legend_image", "overlay", "palette"]
 
 Colors = Sequence[Sequence[int]]
 """RGB triples, one per class."""
@@ -49,18 +49,41 @@ def colorize(mask: np.ndarray | torch.Tensor, colors: Colors) -> np.ndarray:
     return _class_colors(_mask_indices(mask), colors)[0]
 
 
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """An image of any band count ``(H, W, B)`` -> ``(H, W, 3)`` uint8 to look at.
+
+    The first three bands as RGB (the grey band repeated for ``B < 3``); uint8 data as it is, other data scaled by
+    ``255 / max`` of the bands shown (16-bit or float data in ``[0, 1]`` scale, 12-bit sensor data included).
+    """
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    shown = array[..., :3] if array.shape[-1] >= 3 else np.repeat(array[..., :1], 3, axis=-1)
+    if shown.dtype == np.uint8:
+        return np.ascontiguousarray(shown)
+    values = np.nan_to_num(shown.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
+    peak = float(values.max()) if values.size else 0.0
+    return np.rint(values * (255.0 / peak if peak > 0 else 0.0)).clip(0, 255).astype(np.uint8)
+
+
 def overlay(
     image: Image.Image | np.ndarray, mask: np.ndarray | torch.Tensor, colors: Colors, alpha: float = 0.5
 ) -> Image.Image:
     """Blend class colours over an RGB image: ``(1 - alpha) * image + alpha * colour``; void stays untinted.
 
     Args:
-        image: RGB image of the mask's size (PIL, or ``(H, W, 3)`` uint8).
+        image: RGB image of the mask's size (PIL, or ``(H, W, 3)`` uint8), or an ``(H, W, B)`` array of another
+            band count, drawn by :func:`display_rgb`.
         mask: class indices ``(H, W)``.
         colors: RGB triple per class.
         alpha: opacity of the colours, in ``[0, 1]``.
     """
-    base = image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
+    if isinstance(image, Image.Image):
+        base = image.convert("RGB")
+    else:
+        array = np.asarray(image)
+        rgb = array if array.ndim == 3 and array.shape[-1] == 3 and array.dtype == np.uint8 else display_rgb(array)
+        base = Image.fromarray(rgb)
     indices = _mask_indices(mask)
     if (base.height, base.width) != indices.shape:
         raise ValueError(f"image is {base.width}x{base.height} but the mask is {indices.shape[1]}x{indices.shape[0]}")

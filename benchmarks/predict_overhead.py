@@ -1,0 +1,107 @@
+"""What ``Predictor.predict`` adds around the network: normalisation, argmax, copies (OpenVINO and torch backends).
+
+Run as ``.venv/bin/python benchmarks/predict_overhead.py [--model fcn8s_resnet50] [--size 500 500] [--reps 7]``.
+
+On one seeded network (21 classes, random score layers) and one uint8 image, interleaved, medians of ``--reps``:
+
+- ``predict``: ``Predictor.from_checkpoint(ckpt).predict(image)`` (the default, OpenVINO: the argmax is taken inside
+  the graph) and the same with ``backend="torch"``.
+- ``network``: the forward pass alone on the prepared input: OpenVINO's labels graph (``RuntimeModel.labels``), or
+  the torch fast path's logits (``segment_logits``).
+- ``logits path``: the OpenVINO predictor when the masks come from its logits (channels-last) through
+  :func:`fcnseg.inference.engine.class_indices`, as with ``--probs``, tiles, flips or scales.
+- ``as before``: OpenVINO's logits delivered NCHW, then ``torch.argmax`` over the classes, what ``predict`` ran before
+  (the issue measured 47 ms of argmax against 34 ms of network for ResNet-50 on a 2-thread AMX machine).
+- ``input (_prepare)``: the input side alone: the uint8 image to the normalised float32 batch the network takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import torch
+from PIL import Image
+from predict_latency import uint8_images
+
+from fcnseg.bench.machine import processor_line
+from fcnseg.bench.networks import build_network
+from fcnseg.core.checkpoint import make_checkpoint, save_checkpoint
+from fcnseg.data.classes import as_class_info
+from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
+from fcnseg.inference.engine import segment_logits
+from fcnseg.inference.export import cached_openvino
+from fcnseg.inference.predictor import Predictor
+
+
+def timed(calls: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
+    """Median seconds of each call, interleaved, after one untimed round."""
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(reps + 1):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if round_:
+                seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(s) for name, s in seconds.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="fcn8s_resnet50")
+    parser.add_argument("--size", type=int, nargs=2, default=[500, 500], metavar=("H", "W"))
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"processor: {processor_line()}; {args.threads} threads, torch {torch.__version__}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="fcnseg-overhead-") as tmp:
+        os.environ["FCNSEG_CACHE"] = tmp
+        model = build_network(args.model, "default" if "_vgg" in args.model else None, num_classes=21)
+        info = as_class_info([f"class_{i}" for i in range(21)])
+        classes = {"names": list(info.names), "colors": [list(c) for c in info.colors]}
+        ckpt = Path(tmp) / "model.pt"
+        save_checkpoint(make_checkpoint(model, classes=classes, mean=IMAGENET_MEAN, std=IMAGENET_STD), ckpt)
+        image = uint8_images(1, *args.size, seed=0)[0]
+        ovp, tp = Predictor.from_checkpoint(ckpt), Predictor.from_checkpoint(ckpt, backend="torch")
+        x_ov, x_t = ovp._prepare([Image.fromarray(image)]), tp._prepare([Image.fromarray(image)])
+        request = ov.Core().compile_model(str(cached_openvino(ckpt)[0]), "CPU", {"INFERENCE_NUM_THREADS": args.threads})
+        request = request.create_infer_request()
+        array = x_ov.numpy()
+        logits_only = Predictor.from_checkpoint(ckpt)
+        logits_only._labels_in_graph = lambda x: False  # masks from the logits, as with --probs or tiles
+
+        def before() -> np.ndarray:
+            return torch.from_numpy(request.infer({0: array})[0]).argmax(1).to(torch.uint8).numpy()
+
+        calls = {
+            "openvino predict": lambda: ovp.predict(image),
+            "openvino network (labels graph)": lambda: ovp.model.labels(x_ov),
+            "openvino logits path": lambda: logits_only.predict(image),
+            "openvino as before": before,
+            "openvino input (_prepare)": lambda: ovp._prepare([Image.fromarray(image)]),
+            "torch predict": lambda: tp.predict(image),
+            "torch network": lambda: segment_logits(tp._fast, x_t, precision=tp.precision),
+            "torch input (_prepare)": lambda: tp._prepare([Image.fromarray(image)]),
+        }
+        result = timed(calls, args.reps)
+    print(f"{args.model}, {args.size[0]}x{args.size[1]}, batch 1, medians of {args.reps}:")
+    for name, seconds in result.items():
+        backend = name.split()[0]
+        network = result[f"{backend} network" + (" (labels graph)" if backend == "openvino" else "")]
+        extra = (
+            f"  (+{100 * (seconds / network - 1):.1f}% over the network)" if "predict" in name or "path" in name else ""
+        )
+        extra = f"  ({100 * seconds / network:.1f}% of the network)" if "_prepare" in name else extra
+        print(f"  {name:<32} {1000 * seconds:7.1f} ms{extra}")
+
+
+if __name__ == "__main__":
+    main()

@@ -42,6 +42,8 @@ tensors without a further copy.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -125,16 +127,9 @@ def open_rgb(path: Path) -> Image.Image:
     Raises:
         DataError: the file is missing, a folder, or cannot be decoded; the message names it and says why.
     """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)
-    except FileNotFoundError:
-        raise DataError(f"{path}: cannot read image (no such file)") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: cannot read image (it is a directory)") from None
-    except _DECODE_ERRORS as err:
-        raise DataError(f"{path}: cannot read image ({_reason(err)})") from err
+    with _image_errors(path), Image.open(path) as img:
+        img.load()
+        return to_rgb(img)
 
 
 def read_image(path: Path, bands: int = 3, reason: str | None = None) -> torch.Tensor:
@@ -163,15 +158,8 @@ def image_bands(path: Path) -> int:
     info = _tiff_header(path)
     if info is not None:
         return info.bands
-    try:
-        with Image.open(path) as img:
-            return 1 if img.mode in _GREY_MODES else 3
-    except FileNotFoundError:
-        raise DataError(f"{path}: cannot read image (no such file)") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: cannot read image (it is a directory)") from None
-    except _DECODE_ERRORS as err:
-        raise DataError(f"{path}: cannot read image ({_reason(err)})") from err
+    with _image_errors(path), Image.open(path) as img:
+        return 1 if img.mode in _GREY_MODES else 3
 
 
 def read_bands(path: Path, bands: int = 3, reason: str | None = None) -> np.ndarray:
@@ -310,6 +298,19 @@ def read_label_png(path: Path, *, palette_as_rgb: bool = False) -> np.ndarray:
         raise
     except _DECODE_ERRORS as err:
         raise DataError(f"{path}: cannot read label image ({_reason(err)})") from err
+
+
+@contextlib.contextmanager
+def _image_errors(path: Path) -> Iterator[None]:
+    """Turn what opening and decoding ``path`` raises into one :class:`DataError` line naming the file."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise DataError(f"{path}: cannot read image (no such file)") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: cannot read image (it is a directory)") from None
+    except _DECODE_ERRORS as err:
+        raise DataError(f"{path}: cannot read image ({_reason(err)})") from err
 
 
 def _reason(err: Exception) -> str:

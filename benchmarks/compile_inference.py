@@ -13,9 +13,9 @@ On one seeded network (21 classes, random score layers), batch 1, bf16 (``precis
 - ``compiled``: ``torch.compile`` of the model (inductor, with ``freezing`` and weight prepacking, the settings for
   CPU inference) under the same autocast.
 
-It reports the first call of each (for ``compiled``: the compilation), the first call at ``--new-size`` (a
-recompilation for dynamic shapes), and the median of ``--reps`` interleaved calls (wall time, or with ``--clock cpu``
-the process's CPU time: with ``--threads 1`` a figure that other jobs on the machine barely move).
+It reports the first call of each (for ``compiled``: the compilation) and the first call at ``--new-size`` (a
+recompilation for dynamic shapes) in wall time, and the median of ``--reps`` interleaved calls (wall time, or with
+``--clock cpu`` the process's CPU time: with ``--threads 1`` a figure that other jobs on the machine barely move).
 """
 
 from __future__ import annotations
@@ -71,13 +71,14 @@ def main() -> None:
         "eager": autocast_call(eager),
         "compiled": autocast_call(compiled),
     }
-    for name, run in runs.items():
-        start = clock()
+    for name, run in runs.items():  # first calls in wall time: inductor compiles in worker processes
+        start = time.perf_counter()
         run(x)
-        print(f"  {name:<20} first call {clock() - start:7.1f} s", flush=True)
-    start = clock()
+        print(f"  {name:<20} first call {time.perf_counter() - start:7.1f} s", flush=True)
+    start = time.perf_counter()
     runs["compiled"](torch.randn(1, 3, *args.new_size).contiguous(memory_format=torch.channels_last))
-    print(f"  compiled first call at {args.new_size[0]}x{args.new_size[1]}: {clock() - start:.1f} s", flush=True)
+    new_size = f"{args.new_size[0]}x{args.new_size[1]}"
+    print(f"  compiled first call at {new_size}: {time.perf_counter() - start:.1f} s", flush=True)
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.reps):
         for name, run in runs.items():

@@ -13,6 +13,9 @@ On one seeded network (21 classes, random score layers) and one uint8 image, int
 - ``as before``: OpenVINO's logits delivered NCHW, then ``torch.argmax`` over the classes, what ``predict`` ran before
   (the issue measured 47 ms of argmax against 34 ms of network for ResNet-50 on a 2-thread AMX machine).
 - ``input (_prepare)``: the input side alone: the uint8 image to the normalised float32 batch the network takes.
+
+``--clock cpu`` times the process's CPU time instead of wall time (with ``--threads 1``: the work of each call,
+which other jobs on a shared machine barely change).
 """
 
 from __future__ import annotations
@@ -41,15 +44,15 @@ from fcnseg.inference.export import cached_openvino
 from fcnseg.inference.predictor import Predictor
 
 
-def timed(calls: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
-    """Median seconds of each call, interleaved, after one untimed round."""
+def timed(calls: dict[str, Callable[[], object]], reps: int, clock: Callable[[], float]) -> dict[str, float]:
+    """Median seconds (by ``clock``) of each call, interleaved, after one untimed round."""
     seconds: dict[str, list[float]] = {name: [] for name in calls}
     for round_ in range(reps + 1):
         for name, call in calls.items():
-            start = time.perf_counter()
+            start = clock()
             call()
             if round_:
-                seconds[name].append(time.perf_counter() - start)
+                seconds[name].append(clock() - start)
     return {name: statistics.median(s) for name, s in seconds.items()}
 
 
@@ -59,9 +62,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=[500, 500], metavar=("H", "W"))
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall or process CPU time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"processor: {processor_line()}; {args.threads} threads, torch {torch.__version__}", flush=True)
+    print(f"processor: {processor_line()}; {args.threads} threads, torch {torch.__version__}; {args.clock} time")
     with tempfile.TemporaryDirectory(prefix="fcnseg-overhead-") as tmp:
         os.environ["FCNSEG_CACHE"] = tmp
         model = build_network(args.model, "default" if "_vgg" in args.model else None, num_classes=21)
@@ -91,7 +95,7 @@ def main() -> None:
             "torch network": lambda: segment_logits(tp._fast, x_t, precision=tp.precision),
             "torch input (_prepare)": lambda: tp._prepare([Image.fromarray(image)]),
         }
-        result = timed(calls, args.reps)
+        result = timed(calls, args.reps, time.perf_counter if args.clock == "wall" else time.process_time)
     print(f"{args.model}, {args.size[0]}x{args.size[1]}, batch 1, medians of {args.reps}:")
     for name, seconds in result.items():
         backend = name.split()[0]

@@ -7,8 +7,9 @@ Every variant runs :class:`fcnseg.training.step.SGDStep`, the step ``fcnseg trai
 the paper's parameter groups, autocast at the given precision: ``bf16`` is what ``fcnseg train`` runs on a CPU with
 AVX512-BF16 or AMX), on a copy of the same seeded network and the same random batch. ``-compiled`` replaces the
 network it runs by ``torch.compile(network)`` (inductor, default options): the first step compiles the forward and
-the backward, and is reported apart. The figure is the median of ``--reps`` steps after that first one; the loss of
-the first step of each variant is printed too, so that a variant that changed the results beyond bf16 rounding shows.
+the backward, and is reported apart (in wall time). The figure is the median of ``--reps`` steps after that first
+one; the loss of the first step of each variant is printed too, so that a variant that changed the results beyond
+bf16 rounding shows.
 With ``--clock cpu`` the figures are the process's CPU time (all threads): with ``--threads 1``, the work of a step,
 which other jobs on a shared machine barely change.
 """
@@ -42,9 +43,9 @@ def time_variant(
     step = SGDStep(model, TrainConfig(precision=precision, device="cpu", lr=LR, iters=10**6), torch.device("cpu"))
     if compiled:
         step.network = torch.compile(step.network)
-    start = clock()
+    start = time.perf_counter()  # wall time: inductor compiles in worker processes
     first_loss = step(images, masks, 0, 10**6).item()
-    first = clock() - start
+    first = time.perf_counter() - start
     seconds = []
     for i in range(reps):
         start = clock()

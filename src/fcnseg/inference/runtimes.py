@@ -181,7 +181,9 @@ def load_openvino(
         config["INFERENCE_PRECISION_HINT"] = _OV_PRECISION[precision]
     num_classes = _openvino_classes(model)
     # Made before the layout change below rebuilds the graph's ends (the two share nodes).
-    labels, _ = _runner(core, _openvino_labels(ov, model, num_classes), config)
+    # Large inputs take the argmax by TopK, slower but without a class-sized temporary (docs/performance.md).
+    lean_labels = _openvino_labels(ov, model, num_classes, lean=True)
+    labels, _ = _runner(core, _openvino_labels(ov, model, num_classes), config, large=lean_labels)
     logits, compiled = _runner(core, _channels_last_output(ov, model), config)
     hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
     int8 = bool((metadata or {}).get("quantization")) if int8 is None else int8
@@ -194,18 +196,20 @@ def load_openvino(
     return RuntimeModel(run, "openvino", computes_in, metadata, labels=labels, num_classes=num_classes)
 
 
-def _runner(core: Any, model: Any, config: dict[str, Any]) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
+def _runner(
+    core: Any, model: Any, config: dict[str, Any], large: Any = None
+) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
     """A function ``array -> first output`` of ``model``, and ``model`` compiled for any input shape.
 
-    The compiled model runs inputs of up to :data:`STATIC_PIXELS` pixels; a larger input gets ``model`` compiled for
-    its own shape, freed after the call. The CPU plugin keeps the buffers of a graph compiled for any shape at their
-    largest after a call; a graph compiled for one shape plans its buffers ahead and reuses them more: at 4000x3000,
-    the labels of FCN-8s SqueezeNet 1.1 need 0.9 GB instead of 1.6 GB (docs/performance.md). Compiling takes a
-    fraction of a second, little beside the inference of such an image.
+    The compiled model runs inputs of up to :data:`STATIC_PIXELS` pixels; a larger input gets ``large`` (by default
+    ``model``; the same function of the input) compiled for its own shape, freed after the call. The CPU plugin keeps
+    the buffers of a graph compiled for any shape at their largest after a call; a graph compiled for one shape plans
+    its buffers ahead and reuses them more: at 4000x3000, the labels of FCN-8s SqueezeNet 1.1 need 0.9 GB instead of
+    1.6 GB (docs/performance.md). Compiling takes a fraction of a second, little beside such an image's inference.
     """
     compiled = core.compile_model(model, "CPU", config)  # its buffers and packed weights come at its first run
     any_shape = compiled.create_infer_request()
-    template = model.clone()
+    template = (model if large is None else large).clone()
 
     def run(array: np.ndarray) -> np.ndarray:
         n, _, h, w = array.shape
@@ -238,27 +242,37 @@ def _channels_last_output(ov: Any, model: Any) -> Any:
     return ppp.build()
 
 
-def _openvino_labels(ov: Any, model: Any, num_classes: int | None) -> Any:
+def _openvino_labels(ov: Any, model: Any, num_classes: int | None, *, lean: bool = False) -> Any:
     """A model on the same nodes as ``model`` whose output is the argmax of its logits over ``K``: ``(N, H, W)``.
 
-    ``TopK`` with ``k=1`` and a stable sort returns the lowest index among equal maxima, as ``Tensor.argmax`` does,
-    and runs on the logits in the precision the plugin computes them in (f32 for fcnseg's FCN heads); the indices
-    come out as uint8 when ``K <= 255`` (int32 otherwise). When the logits are a spatial crop (FCN crops its
-    upsampled scores to the input), the argmax is taken before the crop and the indices are cropped instead: the
-    same values, without the float copy that the crop makes (21 channels of float32: 1 GB at 12 megapixels).
+    The index is the lowest class whose logit equals the maximum (``ReduceMax``, ``Equal``, ``Select``,
+    ``ReduceMin``), ties resolved as ``Tensor.argmax`` resolves them, as uint8 when ``K <= 255`` (else int32); a NaN
+    maximum matches no class and gives ``K``. These element-wise passes cost about 1% of the network where a stable
+    ``TopK`` cost 10%; they run on the logits in the precision the plugin computes them in (f32 for fcnseg's FCN
+    heads). A stable ``TopK`` does the same where ``K`` is not fixed by the graph, and with ``lean``: it needs no
+    temporary the size of the logits (200 MB less at 12 megapixels and 21 classes). When the logits are a spatial crop
+    (FCN crops its upsampled scores to the input), the argmax is taken before the crop and the indices are cropped
+    instead: the same values, without the float copy that the crop makes (1 GB at 12 megapixels and 21 classes).
     """
     import openvino.opset13 as ops
 
     logits = model.output(0).get_node().input_value(0)  # what the logits Result reads
     crop = logits.get_node() if _spatial_slice(logits.get_node()) else None
     scores = logits if crop is None else crop.input_value(0)
-    top = ops.topk(scores, np.int64(1), axis=1, mode="max", sort="value", index_element_type="i32", stable=True)
-    indices = top.output(1)  # (N, 1, H, W)
+    if num_classes is None or lean:
+        top = ops.topk(scores, np.int64(1), axis=1, mode="max", sort="value", index_element_type="i32", stable=True)
+        indices = top.output(1)  # (N, 1, H, W) int32
+        if num_classes is not None and num_classes <= 255:
+            indices = ops.convert(indices, "u8").output(0)
+    else:
+        dtype = np.uint8 if num_classes <= 255 else np.int32
+        best = ops.reduce_max(scores, np.array([1]), keep_dims=True)  # (N, 1, H, W)
+        classes = ops.constant(np.arange(num_classes, dtype=dtype).reshape(1, num_classes, 1, 1))
+        candidates = ops.select(ops.equal(scores, best), classes, ops.constant(dtype(num_classes)))
+        indices = ops.reduce_min(candidates, np.array([1]), keep_dims=True).output(0)
     if crop is not None:  # the same slice (on the axes H and W only) of the indices
         indices = ops.slice(indices, *crop.input_values()[1:]).output(0)
     indices = ops.squeeze(indices, np.array([1], dtype=np.int64))
-    if num_classes is not None and num_classes <= 255:
-        indices = ops.convert(indices, "u8")
     return ov.Model([ops.result(indices)], model.get_parameters(), "labels")
 
 

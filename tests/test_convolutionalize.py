@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torchvision
 from torch import nn
 
 from fcnseg import convolutionalize
+from fcnseg.models.backbones import vgg_backbone
 
 FAMILIES = [
     "vgg11",
@@ -104,3 +107,21 @@ def test_unconvertible_network_error_names_the_module() -> None:
         convolutionalize(Odd())
     with pytest.raises(ValueError, match="cannot convolutionalize VisionTransformer"):
         convolutionalize(torchvision.models.vit_b_16(weights=None))
+
+
+@pytest.mark.parametrize("name", ["vgg11", "vgg11_bn"])
+def test_vgg_backbone_computes_fc7_as_the_classifier_does(name: str) -> None:
+    """The VGG backbone's fc6/fc7 (``linear_to_conv``, the conversion ``convolutionalize`` uses) are the classifier's.
+
+    At 224x224 the centre cell of the stride-32 feature sees exactly the classifier's fc6 window (fc6 is padded by 3
+    in the default layout), so fc8 applied to it must give the classifier's logits. (AlexNet's backbone pads conv1
+    unlike torchvision's classifier, on purpose: see ``alexnet_backbone``.)
+    """
+    torch.manual_seed(0)
+    classifier = torchvision.models.get_model(name, weights=None).eval()
+    backbone = vgg_backbone(copy.deepcopy(classifier)).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        fc7 = backbone(x)[-1]
+        logits = classifier.classifier[-1](fc7[:, :, 3, 3])
+        torch.testing.assert_close(logits, classifier(x), rtol=1e-4, atol=1e-4)

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -34,10 +33,9 @@ ITERS, PER_PROCESS = 6, 2
 
 # Two processes add the two halves' gradients in another order than one process summing the whole batch (and run
 # one thread each, where the single process runs two, so oneDNN may block its sums differently): the weights differ
-# by float32 rounding, carried through six steps of SGD with momentum. Measured: at most 8e-7 (absolute) over the
-# 750k parameters. The bound is ~13x that, and 30x below the 3e-4 that a per-process loss normalisation gives
-# (measured with that bug put in: it weights the processes' pixels unequally when their crops hold different
-# numbers of void pixels); the weights themselves move by up to 3e-2 in these steps.
+# by float32 rounding, carried through six steps of SGD with momentum. The bound leaves room for that rounding and
+# catches a per-process loss normalisation (it weights the processes' pixels unequally when their crops hold
+# different numbers of void pixels), which moves the weights by more than ten times the bound.
 ATOL, RTOL = 1e-5, 1e-4
 
 
@@ -214,13 +212,10 @@ def test_resume_on_another_number_of_processes(shapes: Path, two_process_run: Pa
     ],
 )
 def test_a_failing_or_silent_rank_ends_the_whole_run(shapes: Path, tmp_path: Path, hook: str, message: str) -> None:
-    start = time.perf_counter()
     result = torchrun(
         [str(WORKER), "train", *_flags(shapes, tmp_path / "run", PER_PROCESS), "--dist-timeout", "10"],
         env={hook: "1:2"},
         timeout=150,
     )
-    seconds = time.perf_counter() - start
-    assert result.returncode != 0
+    assert result.returncode != 0  # and it ended: torchrun() raises TimeoutExpired after 150 s
     assert message in result.stderr
-    assert seconds < 100, f"the run took {seconds:.0f} s to end"  # start-up ~15 s on 2 busy cores, timeout 10 s

@@ -6,6 +6,11 @@ size and becomes a ``k x k`` convolution with the same weights reshaped (fc6 of 
 becomes an average pool of the size it pooled at the native input, sliding with stride 1. At the native size
 the result is the classifier itself, with a 1x1 score map; on a larger input every score-map cell is the
 classifier applied to one input window (exactly so where no zero padding differs between a window and the image).
+
+There is one conversion: :func:`linear_to_conv`. :func:`convolutionalize` applies it to any classifier that
+``torch.fx`` can trace; the backbones of fcnseg's FCNs (:mod:`fcnseg.models.backbones`) apply it to VGG's and
+AlexNet's fc6/fc7 themselves, because they also cut the network into stages, name its layers as the authors' Caffe
+net does, and pad fc6 in the default layout, which a whole-graph conversion does not.
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ import time
 import torch
 import torch._inductor.config as inductor_config
 
-from fcnseg.bench.machine import processor_line
-from fcnseg.bench.networks import build_network
+from benchlib.networks import build_network
+from fcnseg.core.machine import processor_line
 from fcnseg.inference import optimize
 from fcnseg.inference.engine import segment_logits
 from fcnseg.inference.optimize import prepare_for_inference

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fcnseg.bench.machine import processor_line
 from fcnseg.core.checkpoint import make_checkpoint, save_checkpoint
+from fcnseg.core.machine import processor_line
 from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from fcnseg.inference.crf import CRFParams, dense_crf
 from fcnseg.inference.predictor import Predictor

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from fcnseg.bench.machine import processor_line
+from fcnseg.core.machine import processor_line
 from fcnseg.data import build_dataset
 from fcnseg.evaluation.metrics import ConfusionMatrix, metrics_from_matrix
 from fcnseg.inference.crf import CRFParams, dense_crf

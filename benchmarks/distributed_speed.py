@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
-    from fcnseg.bench.machine import processor_line
+    from fcnseg.core.machine import processor_line
     from fcnseg.data.synthetic import write_shapes_dataset
 
     print(f"processor: {processor_line()}")

@@ -69,8 +69,8 @@ def child(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from fcnseg.bench.machine import processor_line
     from fcnseg.core.device import autocast_dtype
+    from fcnseg.core.machine import processor_line
     from fcnseg.inference.images import save_mask_png
     from fcnseg.inference.predictor import Predictor
     from fcnseg.models import create_model

@@ -4,9 +4,9 @@ Run as ``.venv/bin/python benchmarks/predict_latency.py [--models fcn8s_resnet50
 [--batches 1 8] [--reps 5] [--threads 2] [--json FILE]``.
 
 For each network (seeded random weights, 21 classes, the zero-initialised score layers random too, as in
-``fcnseg bench``; VGG backbones in the default layout) it writes a checkpoint as ``fcnseg train`` does, builds every
-path below, and times them interleaved: one call of each path per round, ``--reps`` rounds after a warm-up round,
-so that a change of machine load hits every path alike. The figure is the median, of wall time, or with
+``benchmarks/suite.py``; VGG backbones in the default layout) it writes a checkpoint as ``fcnseg train`` does,
+builds every path below, and times them interleaved: one call of each path per round, ``--reps`` rounds after a
+warm-up round, so that a change of machine load hits every path alike. The figure is the median, of wall time, or with
 ``--clock cpu`` of the process's CPU time (all threads): with ``--threads 1`` that is the work each path does,
 which other jobs on a shared machine barely change (with more threads it also counts threads spinning while they
 wait).
@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fcnseg.bench.machine import processor_line
-from fcnseg.bench.networks import build_network
+from benchlib.networks import build_network
 from fcnseg.core.checkpoint import make_checkpoint, save_checkpoint
+from fcnseg.core.machine import processor_line
 from fcnseg.data.classes import as_class_info
 from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from fcnseg.inference.predictor import Predictor

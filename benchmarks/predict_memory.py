@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from large_image import write_synthetic_jpeg  # a sibling script: the folder of the script run is on sys.path
 
-from fcnseg.bench.machine import processor_line
-from fcnseg.bench.networks import build_network
+from benchlib.networks import build_network
 from fcnseg.core.checkpoint import make_checkpoint, save_checkpoint
+from fcnseg.core.machine import processor_line
 from fcnseg.data.classes import as_class_info
 from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from fcnseg.inference.export import cached_openvino

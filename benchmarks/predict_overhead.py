@@ -4,10 +4,11 @@ Run as ``.venv/bin/python benchmarks/predict_overhead.py [--model fcn8s_resnet50
 
 On one seeded network (21 classes, random score layers) and one uint8 image, interleaved, medians of ``--reps``:
 
-- ``predict``: ``Predictor.from_checkpoint(ckpt).predict(image)`` (the default, OpenVINO: the argmax is taken inside
-  the graph) and the same with ``backend="torch"``.
+- ``predict``: ``Predictor.from_checkpoint(ckpt).predict(image)`` (the default, OpenVINO: the uint8 image goes into
+  the graph, which normalises it and takes the argmax) and the same with ``backend="torch"``.
 - ``network``: the forward pass alone on the prepared input: OpenVINO's labels graph (``RuntimeModel.labels``), or
-  the torch fast path's logits (``segment_logits``).
+  the torch fast path's logits (``segment_logits``); ``network from uint8``: OpenVINO's graph that ``predict`` runs
+  (``RuntimeModel.image_labels``), on the uint8 image.
 - ``logits path``: the OpenVINO predictor when the masks come from its logits (channels-last) through
   :func:`fcnseg.inference.engine.class_indices`, as with ``--probs``, tiles, flips or scales.
 - ``as before``: OpenVINO's logits delivered NCHW, then ``torch.argmax`` over the classes, what ``predict`` ran before
@@ -34,9 +35,9 @@ import torch
 from PIL import Image
 from predict_latency import uint8_images
 
-from fcnseg.bench.machine import processor_line
-from fcnseg.bench.networks import build_network
+from benchlib.networks import build_network
 from fcnseg.core.checkpoint import make_checkpoint, save_checkpoint
+from fcnseg.core.machine import processor_line
 from fcnseg.data.classes import as_class_info
 from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from fcnseg.inference.engine import segment_logits
@@ -80,7 +81,7 @@ def main() -> None:
         request = request.create_infer_request()
         array = x_ov.numpy()
         logits_only = Predictor.from_checkpoint(ckpt)
-        logits_only._labels_in_graph = lambda x: False  # masks from the logits, as with --probs or tiles
+        logits_only._labels_in_graph = lambda *shape: False  # masks from the logits, as with --probs or tiles
 
         def before() -> np.ndarray:
             return torch.from_numpy(request.infer({0: array})[0]).argmax(1).to(torch.uint8).numpy()
@@ -88,6 +89,7 @@ def main() -> None:
         calls = {
             "openvino predict": lambda: ovp.predict(image),
             "openvino network (labels graph)": lambda: ovp.model.labels(x_ov),
+            "openvino network from uint8": lambda: ovp.model.image_labels(image[None], ovp.mean, ovp.std),
             "openvino logits path": lambda: logits_only.predict(image),
             "openvino as before": before,
             "openvino input (_prepare)": lambda: ovp._prepare([Image.fromarray(image)]),

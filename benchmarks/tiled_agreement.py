@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fcnseg.bench.machine import processor_line
+from fcnseg.core.machine import processor_line
 from fcnseg.inference import tiling
 from fcnseg.inference.predictor import Predictor
 from fcnseg.models import create_model

@@ -25,9 +25,9 @@ from collections.abc import Callable
 
 import torch
 
-from fcnseg.bench.machine import processor_line
-from fcnseg.bench.networks import build_network
-from fcnseg.bench.training import random_batch
+from benchlib.networks import build_network
+from benchlib.training import random_batch
+from fcnseg.core.machine import processor_line
 from fcnseg.training.config import TrainConfig
 from fcnseg.training.step import SGDStep
 

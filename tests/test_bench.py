@@ -1,4 +1,9 @@
-"""The speed benchmark: the baseline computes fcnseg's caffe-layout FCN-8s exactly, FLOPs scale, the CLI reports."""
+"""Speed measurement: ``fcnseg bench`` reports every installed backend, and the comparison code of benchmarks/ is right.
+
+The comparison code (``benchmarks/benchlib``, on ``sys.path`` through ``pythonpath`` in pyproject.toml): the baseline
+FCN-8s computes fcnseg's caffe-layout FCN-8s exactly, the fast path computes fp32 eager's logits, FLOPs scale, the
+suite script reports.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,18 @@ import json
 from pathlib import Path
 
 import pytest
+import suite
 import torch
 
-from fcnseg.bench.baseline import REFERENCE_CROPS, BaselineFCN8s, baseline_from_fcnseg
-from fcnseg.bench.machine import MATRIX_FLAGS, processor_info, processor_line
-from fcnseg.bench.measure import Timing, agreement, run_counted, time_call
-from fcnseg.bench.networks import build_network, inference_path
+from benchlib.baseline import REFERENCE_CROPS, BaselineFCN8s, baseline_from_fcnseg
+from benchlib.measure import Timing, agreement, run_counted, time_call
+from benchlib.networks import build_network, inference_path
 from fcnseg.cli.main import main
+from fcnseg.core.checkpoint import make_checkpoint, save_checkpoint
+from fcnseg.core.machine import MATRIX_FLAGS, processor_info, processor_line
 from fcnseg.inference.engine import segment_logits
 from fcnseg.inference.optimize import PackedConv2d, packed_bytes, prepare_for_inference
+from fcnseg.inference.runtimes import available_backends
 from fcnseg.models import create_model
 
 
@@ -123,11 +131,11 @@ def test_agreement() -> None:
     assert agreement(a, b) == (0.75, 2.0)
 
 
-def test_bench_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "bench.json"
-    args = ["bench", "--quick", "--models", "fcn8s_squeezenet1_1", "--sizes", "64x96", "--batches", "1", "2"]
+def test_suite_script_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "suite.json"
+    args = ["--quick", "--models", "fcn8s_squeezenet1_1", "--sizes", "64x96", "--batches", "1", "2"]
     args += ["--paths", "eager", "fast", "--peers", "--reps", "1", "--train-size", "64x64", "--train-batch", "2"]
-    assert main([*args, "--matmul-size", "256", "--json", str(out)]) == 0
+    assert suite.main([*args, "--matmul-size", "256", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result) == {"settings", "machine", "inference", "training"}
     assert set(result["machine"]["matmul_gflops"]) == {"fp32", "bf16"}
@@ -149,6 +157,44 @@ def test_bench_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
     printed = capsys.readouterr().out
     assert "fcn8s_squeezenet1_1" in printed and f"processor: {result['machine']['processor']}" in printed
     assert set(result["machine"]["cpu_flags"]) == set(MATRIX_FLAGS)
+    assert suite.main(["--models", "fcn8s_nonet"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_bench_times_every_installed_backend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--size", "64x64", "--reps", "1", "--batch", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["model"] == "fcn4s_squeezenet1_1 (random weights)" and result["size"] == [64, 64]
+    assert [r["backend"] for r in result["rows"]] == list(available_backends())
+    for row in result["rows"]:
+        assert row["latency"]["median_s"] > 0 and len(row["latency"]["all_s"]) == 1 and row["first_s"] > 0
+        assert row["throughput"]["batch"] == 2 and row["throughput"]["images_per_s"] > 0
+        assert row["computes_in"] in ("fp32", "bf16", "fp16") and row["device"] == "cpu"
+    printed = capsys.readouterr().out
+    assert f"processor: {result['processor']}" in printed and set(result["cpu_flags"]) == set(MATRIX_FLAGS)
+    assert all(f"\n{backend} " in printed for backend in available_backends())
+
+
+def test_bench_runs_a_checkpoint_of_other_bands(tmp_path: Path) -> None:
+    """A 4-band checkpoint: the images are made with the model's bands, through the path `fcnseg predict` opens."""
+    model = create_model("fcn8s_squeezenet1_1", num_classes=3, in_channels=4)
+    classes = {"names": ["a", "b", "c"], "colors": [[0, 0, 0], [255, 0, 0], [0, 255, 0]]}
+    save_checkpoint(make_checkpoint(model, classes=classes, mean=(0.1,) * 4, std=(0.2,) * 4), tmp_path / "m.pt")
+    out = tmp_path / "bench.json"
+    args = [str(tmp_path / "m.pt"), "--backends", "torch", "--device", "cpu", "--precision", "fp32", "--size", "40x48"]
+    assert main(["bench", *args, "--reps", "1", "--batch", "2", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["backend"] == "torch" and row["computes_in"] == "fp32" and row["latency"]["median_s"] > 0
+
+
+def test_bench_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", str(tmp_path / "missing.pt")]) == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "m.pt").touch()
+    assert main(["bench", str(tmp_path / "m.pt"), "--model", "fcn8s_vgg16"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["bench", "--reps", "0"]) == 2
 
 
 def test_processor_info_reads_model_name_and_matrix_flags() -> None:
@@ -173,55 +219,3 @@ def test_processor_info_reads_model_name_and_matrix_flags() -> None:
         "AMD EPYC; amx_bf16 no, amx_int8 no, amx_tile no, avx512_bf16 yes, avx512_vnni yes, avx_vnni no"
     )
     assert set(processor_info("")["flags"].values()) == {None}  # no /proc/cpuinfo: unknown, not "no"
-
-
-@pytest.mark.slow
-def test_bench_cli_against_the_baseline(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    args = ["bench", "--quick", "--sizes", "64x64", "--layouts", "default", "--precisions", "bf16", "--peers"]
-    args += ["--paths", "baseline", "fast"]
-    assert main([*args, "--no-train", "--matmul-size", "256", "--json", str(out)]) == 0
-    rows = json.loads(out.read_text())["inference"]
-    assert [(r["network"], r["path"]) for r in rows] == [
-        ("fcn8s_vgg16/caffe", "baseline"),
-        ("fcn8s_vgg16/default", "fast"),
-    ]
-    assert rows[0]["ratio_vs_baseline"] == 1.0 and rows[1]["ratio_vs_baseline"] > 0
-
-
-def test_bench_cli_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--models", "fcn8s_nonet"]) == 2
-    assert "unknown model" in capsys.readouterr().err
-    assert main(["bench", "--checkpoint", "missing.pt"]) == 2
-    assert "--data-root" in capsys.readouterr().err
-
-
-@pytest.mark.export
-def test_bench_peer_rows_beside_fcnseg(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
-    out = tmp_path / "bench.json"
-    args = ["bench", "--quick", "--models", "fcn8s_squeezenet1_1", "--sizes", "64x96", "--paths", "fast"]
-    args += ["--precisions", "fp32", "--peers", "onnxruntime", "--no-train", "--matmul-size", "256"]
-    assert main([*args, "--json", str(out)]) == 0
-    rows = json.loads(out.read_text())["inference"]
-    assert [(r["path"], r["computes_in"]) for r in rows] == [("fast", "fp32"), ("onnxruntime", "fp32")]
-    assert rows[1]["argmax_agreement"] == 1.0 and rows[1]["max_logit_diff"] < 1e-3  # the very same network
-    assert rows[1]["peak_bytes"] is None and rows[1]["latency"]["median_s"] > 0
-
-
-@pytest.mark.export
-def test_bench_ov_row_is_the_openvino_backend_on_the_same_network(tmp_path: Path) -> None:
-    pytest.importorskip("openvino")
-    out = tmp_path / "bench.json"
-    args = ["bench", "--quick", "--models", "fcn8s_squeezenet1_1", "--sizes", "64x96", "--paths", "fast", "ov"]
-    args += ["--precisions", "fp32", "--peers", "--no-train", "--matmul-size", "256", "--batches", "1", "2"]
-    assert main([*args, "--json", str(out)]) == 0
-    rows = json.loads(out.read_text())["inference"]
-    assert [(r["path"], r["computes_in"], r["batch"]) for r in rows] == [
-        ("fast", "fp32", 1),
-        ("fast", "fp32", 2),
-        ("ov", "fp32", 1),
-        ("ov", "fp32", 2),
-    ]
-    for row in rows[2:]:  # fp32 in OpenVINO: the fp32 network's decisions, memory not seen by PyTorch
-        assert row["argmax_agreement"] >= 0.999 and row["max_logit_diff"] < 1e-3 and row["peak_bytes"] is None

@@ -22,8 +22,7 @@ LAYERS = {
     "inference": 2,
     "evaluation": 3,
     "training": 4,
-    "bench": 5,
-    "serve": 5,  # beside bench: the inference service, under the cli that starts it
+    "serve": 5,  # the inference service, under the cli that starts it
     "cli": 6,
     "__init__": 7,  # fcnseg/__init__.py: the public names
     "__main__": 7,

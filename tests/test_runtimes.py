@@ -66,8 +66,8 @@ class TiedLogits(torch.nn.Module):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
-def test_openvino_masks_are_the_argmax_of_its_logits_taken_in_graph(model, images, monkeypatch, precision) -> None:
-    """Masks alone come from the argmax inside OpenVINO's graph: the logits' argmax, ties to the lowest class."""
+def test_openvino_labels_are_the_argmax_of_its_logits_taken_in_graph(model, images, monkeypatch, precision) -> None:
+    """OpenVINO's labels graph is the argmax of its logits graph, ties to the lowest class, at any input size."""
     pytest.importorskip("openvino")
     torch.manual_seed(0)
     for net in (model, TiedLogits()):
@@ -77,9 +77,9 @@ def test_openvino_masks_are_the_argmax_of_its_logits_taken_in_graph(model, image
             patch.setattr(runtimes, "STATIC_PIXELS", 0)  # graphs compiled for each input's shape, as for large ones
             static_logits = [predictor.logits([Image.fromarray(im)])[0].numpy() for im in images]
             patch.setattr(predictor.model, "_run", None)  # no logits may leave the graph
-            masks_static = predictor.predict_batch(images, batch_size=1)
+            masks_static = [predictor.model.labels(predictor._prepare([im]))[0].numpy() for im in images]
             patch.setattr(runtimes, "STATIC_PIXELS", 2**22)
-            masks = predictor.predict_batch(images, batch_size=2)
+            masks = list(predictor.model.labels(predictor._prepare(images)).numpy())
         for mask, scores, static, static_scores in zip(masks, logits, masks_static, static_logits, strict=True):
             assert mask.dtype == np.uint8 and np.array_equal(mask, np.argmax(scores, axis=0))  # first maximum
             assert static.dtype == np.uint8 and np.array_equal(static, np.argmax(static_scores, axis=0))
@@ -90,6 +90,26 @@ def test_openvino_masks_are_the_argmax_of_its_logits_taken_in_graph(model, image
             top = np.sort(logits[0], axis=0)
             assert (top[-1] == top[-2]).mean() > 0.1  # the ties the check is about do occur
         assert len(predictor.classes.names) == scores.shape[0]  # read from the graph
+
+
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_openvino_masks_come_from_uint8_images_normalised_in_its_graph(model, images, monkeypatch, precision) -> None:
+    """Masks alone of uint8 images: nothing prepared outside OpenVINO, the same masks as the normalised input gives."""
+    pytest.importorskip("openvino")
+    predictor = Predictor(model, mean=MEAN, std=STD, precision=precision, backend="openvino")
+    reference = [predictor.model.labels(predictor._prepare([im]))[0].numpy() for im in images]
+    with monkeypatch.context() as patch:
+        patch.setattr(predictor, "_prepare", None)  # no float copy of the images is made
+        patch.setattr(predictor.model, "_run", None)  # no logits leave the graph
+        for batch_size in (1, 2):
+            masks = predictor.predict_batch(images, batch_size=batch_size)
+            assert all(m.dtype == np.uint8 and m.shape == im.shape[:2] for m, im in zip(masks, images, strict=True))
+            # The graph may fold the normalisation into the first convolution: rounding, not the masks, may move.
+            assert agreement(masks, reference) >= (0.999 if precision == "fp32" else 0.99)
+            patch.setattr(runtimes, "STATIC_PIXELS", 0)  # the graph compiled for each input's shape
+    assert agreement([predictor.predict(Image.fromarray(im)) for im in images], reference) >= 0.99
+    masks, probs = predictor.predict(images[0], return_probs=True)  # probabilities: the logits' path
+    assert probs.shape[1:] == images[0].shape[:2] and np.array_equal(masks, probs.argmax(0))
 
 
 def test_openvino_export_round_trip_and_metadata(model, images, tmp_path: Path) -> None:

@@ -1,11 +1,16 @@
-"""``fcnseg bench``: how fast fcnseg's default path runs, next to a plain fp32 eager FCN-8s, in one run.
+"""``fcnseg bench [MODEL_FILE]``: how fast a model segments images on this machine, on each installed backend.
 
-Measures, in one process: batch-1 latency and larger-batch throughput of each model, layout, size and precision
-through the fast path (what ``Predictor`` does) and the baseline (FCN-8s VGG16 in the authors' layout, fp32 eager,
-as common PyTorch reimplementations write it, with the same weights); FLOPs, achieved FLOP/s and its fraction of
-this machine's measured matrix-multiply peak; peak activation memory; argmax agreement with the fp32 reference;
-and training throughput of a full SGD step. ``--checkpoint`` with ``--data-root`` adds the agreement of the fast
-path with fp32 on real test images. See benchmarks/README.md for what each column means.
+MODEL_FILE is a checkpoint written by ``fcnseg train`` or a model written by ``fcnseg export`` (``.onnx``,
+``.xml``); without one, ``--model`` builds a network with seeded random weights (speed does not depend on them).
+For every installed backend (torch; onnxruntime and openvino when installed) it opens a ``Predictor`` as
+``fcnseg predict --backend NAME`` does and times ``predict_batch`` on random uint8 images of ``--size``: the latency
+of one image (batch 1) and the throughput of ``--batch`` images inferred together, each the median of ``--reps``
+calls after an untimed one. Normalisation, inference and the masks are in every figure; decoding and writing files
+are not. ``--int8 MODEL.xml`` (from ``fcnseg quantize``) adds that int8 model. The processor line names the
+matrix units (AMX, AVX512-BF16, VNNI) on which bf16 and int8 speed depend.
+
+Comparisons with other runtimes and with a plain FCN-8s reimplementation are scripts in the source tree's
+``benchmarks/`` folder, not part of this command.
 """
 
 from __future__ import annotations
@@ -14,246 +19,186 @@ import argparse
 import json
 import logging
 import os
-from dataclasses import asdict
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
-from fcnseg.bench.networks import PATHS
-from fcnseg.bench.peers import PEERS
-from fcnseg.bench.realdata import checkpoint_agreement
-from fcnseg.bench.suite import BenchSettings, inference_rows, machine_info, training_rows
+import fcnseg.models as models
 from fcnseg.cli.main import UserError
+from fcnseg.core.device import DEFAULT_DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS
 from fcnseg.core.io import write_text
-from fcnseg.data import DATASETS
-from fcnseg.models import list_models
+from fcnseg.core.machine import processor_info, processor_line
+from fcnseg.core.progress import make_bar
+from fcnseg.inference.predictor import Predictor
+from fcnseg.inference.runtimes import BACKENDS, available_backends, require
+from fcnseg.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
-
-# --quick: a smoke run of about a minute on 2 cores (options given explicitly still win).
-QUICK = {
-    "sizes": [(224, 224)],
-    "batches": [1],
-    "reps": 2,
-    "warmup": 1,
-    "train_size": (96, 128),
-    "train_batch": 2,
-    "train_reps": 1,
-    "matmul_size": 1024,
-    "limit": 5,
-    "calib_images": 2,
-}
 
 
 def _size(text: str) -> tuple[int, int]:
     """``500x500`` or ``500`` -> ``(500, 500)``."""
     parts = text.lower().split("x")
-    try:
-        h, w = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 500x500 (height x width), got {text!r}") from None
-    if len(parts) > 2 or h < 32 or w < 32:
-        raise argparse.ArgumentTypeError(f"size must be HxW with both sides at least 32, got {text!r}")
-    return h, w
+    if len(parts) > 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"size must look like 500x500 (height x width), got {text!r}")
+    return int(parts[0]), int(parts[-1])
 
 
 def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help="measure inference and training speed against a plain FCN-8s baseline")
+    p = subparsers.add_parser(name, help="latency and throughput of a model on each installed backend")
     p.description = __doc__
-    p.add_argument("--quick", action="store_true", help="about a minute: 224x224, batch 1, 2 reps, small training")
-    p.add_argument("--models", nargs="+", default=["fcn8s_vgg16"], help="model names (default fcn8s_vgg16)")
-    p.add_argument("--layouts", nargs="+", choices=("caffe", "default"), default=["caffe", "default"])
-    p.add_argument("--sizes", nargs="+", type=_size, metavar="HxW", help="input sizes (default 500x500)")
-    p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16", "fp16", "auto"), default=["fp32", "bf16"])
-    p.add_argument("--batches", nargs="+", type=int, metavar="N", help="batch sizes (default 1 2)")
+    p.add_argument("model_file", type=Path, nargs="?", metavar="MODEL_FILE", help="checkpoint, .onnx or .xml")
     p.add_argument(
-        "--paths",
-        nargs="+",
-        choices=PATHS,
-        default=["baseline", "fast", "ov", "int8"],
-        help="(default baseline fast ov int8; ov and int8 need openvino, int8 also nncf)",
+        "--model",
+        help=f"without MODEL_FILE: this network with random weights (default {TrainConfig.model}, "
+        "what `fcnseg train` trains; see `fcnseg models`)",
     )
-    p.add_argument(
-        "--peers",
-        nargs="*",
-        choices=PEERS,
-        default=list(PEERS),
-        help="other runtimes timed on the same network, interleaved (default all; none with a bare --peers)",
-    )
-    p.add_argument("--calib-images", type=int, metavar="N", help="calibration images of the int8 rows (default 8)")
-    p.add_argument("--reps", type=int, help="timed repetitions per row (default 3)")
-    p.add_argument("--warmup", type=int, help="untimed calls before timing, at least 1 (default 1)")
-    p.add_argument("--train-size", type=_size, metavar="HxW", help="training crop (default 360x480)")
-    p.add_argument("--train-batch", type=int, metavar="N", help="training batch (default 8)")
-    p.add_argument("--train-reps", type=int, metavar="N", help="timed steps after a warm-up step (default 1)")
-    p.add_argument("--no-train", action="store_true", help="skip the training throughput rows")
-    p.add_argument("--matmul-size", type=int, metavar="N", help="side of the matrices of the peak test (default 4096)")
-    p.add_argument("--threads", type=int, help="torch threads (default: PyTorch's choice)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--num-classes", type=int, default=21, metavar="K", help="classes of --model (default 21)")
+    p.add_argument("--int8", type=Path, metavar="MODEL.xml", help="also time this int8 model (`fcnseg quantize`)")
+    p.add_argument("--backends", nargs="+", choices=BACKENDS, help="backends to time (default: all installed)")
+    p.add_argument("--size", type=_size, default=(500, 500), metavar="HxW", help="image size (default 500x500)")
+    p.add_argument("--batch", type=int, default=8, metavar="N", help="images per call for throughput (default 8)")
+    p.add_argument("--reps", type=int, default=5, metavar="N", help="timed calls per figure (default 5)")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"torch backend: {DEVICE_HELP} (default: auto)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=f"{PRECISION_HELP} (default: auto)")
+    p.add_argument("--threads", type=int, metavar="N", help="inference threads (default: PyTorch's choice)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every figure as JSON")
-    p.add_argument("--checkpoint", type=Path, metavar="CKPT", help="trained checkpoint for real-image agreement")
-    p.add_argument("--data-root", type=Path, metavar="DIR", help="dataset folder for --checkpoint")
-    p.add_argument("--dataset", choices=list(DATASETS), default="camvid", help="dataset of --data-root (camvid)")
-    p.add_argument("--split", default="test", help="split for --checkpoint (default test)")
-    p.add_argument(
-        "--int8", type=Path, metavar="MODEL", help="int8 model of --checkpoint (`fcnseg quantize`) to compare"
-    )
-    p.add_argument("--limit", type=int, metavar="N", help="images for --checkpoint (default all; 5 with --quick)")
     p.set_defaults(run=run)
     return p
 
 
-def _pick(args: argparse.Namespace, key: str, default: Any) -> Any:
-    value = getattr(args, key)
-    if value is not None:
-        return value
-    return QUICK.get(key, default) if args.quick else default
+def _backends(args: argparse.Namespace) -> list[str]:
+    """The backends to time: those asked for (which must be installed), else every installed one the file runs on."""
+    if args.backends:
+        for backend in args.backends:
+            require(backend)
+        return list(dict.fromkeys(args.backends))
+    suffix = args.model_file.suffix.lower() if args.model_file else ""
+    runs_on = {".xml": ("openvino",), ".onnx": ("onnxruntime", "openvino")}.get(suffix, BACKENDS)
+    return [b for b in available_backends() if b in runs_on]
 
 
-def settings_from_args(args: argparse.Namespace) -> BenchSettings:
-    """:class:`BenchSettings` from the command line; ``--quick`` fills what was not given."""
-    unknown = [m for m in args.models if m not in list_models()]
-    if unknown:
-        raise UserError(f"unknown model(s) {unknown}; see `fcnseg models`")
-    defaults = BenchSettings()
-    settings = BenchSettings(
-        models=tuple(args.models),
-        layouts=tuple(args.layouts),
-        sizes=tuple(_pick(args, "sizes", defaults.sizes)),
-        precisions=tuple(args.precisions),
-        batches=tuple(_pick(args, "batches", defaults.batches)),
-        paths=tuple(dict.fromkeys(args.paths)),
-        peers=tuple(dict.fromkeys(args.peers)),
-        calibration_images=_pick(args, "calib_images", defaults.calibration_images),
-        warmup=_pick(args, "warmup", defaults.warmup),
-        reps=_pick(args, "reps", defaults.reps),
-        train_size=None if args.no_train else _pick(args, "train_size", defaults.train_size),
-        train_batch=_pick(args, "train_batch", defaults.train_batch),
-        train_reps=_pick(args, "train_reps", defaults.train_reps),
-        matmul_size=_pick(args, "matmul_size", defaults.matmul_size),
-        device=args.device,
-    )
-    if settings.reps < 1 or settings.warmup < 1 or settings.train_reps < 1 or settings.train_batch < 1:
-        raise UserError("--reps, --warmup, --train-reps and --train-batch must be at least 1")
-    if min(settings.batches) < 1:
-        raise UserError(f"--batches must be positive, got {list(settings.batches)}")
-    return settings
+def _opener(args: argparse.Namespace, backend: str) -> Callable[[], Predictor]:
+    """How ``fcnseg predict --backend BACKEND`` opens the model (runtimes run on the CPU)."""
+    device = args.device if backend == "torch" else "cpu"
+    if args.model_file is not None:
+        return lambda: Predictor.from_checkpoint(args.model_file, device, backend=backend, precision=args.precision)
+
+    def random_model() -> Predictor:
+        torch.manual_seed(0)
+        model = models.create_model(args.model, num_classes=args.num_classes)
+        return Predictor(model, device=device, backend=backend, precision=args.precision)
+
+    return random_model
+
+
+def _timed(call: Callable[[], Any], reps: int, bar: Any) -> tuple[float, list[float]]:
+    """Seconds of the first call of ``call`` (a warm-up, kept out of the figures), and of ``reps`` more calls."""
+    seconds = []
+    for _ in range(reps + 1):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+        bar.update(1)
+    return seconds[0], seconds[1:]
+
+
+def _spread(seconds: list[float]) -> dict[str, Any]:
+    return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds), "all_s": seconds}
+
+
+def measure(open_predictor: Callable[[], Predictor], args: argparse.Namespace, bar: Any) -> dict[str, Any]:
+    """Load time, batch-1 latency and batch throughput of one predictor, as a row of plain values."""
+    start = time.perf_counter()
+    predictor = open_predictor()
+    load_s = time.perf_counter() - start
+    h, w = args.size
+    arrays = np.random.default_rng(0).integers(0, 256, (args.batch, h, w, predictor.bands), dtype=np.uint8)
+    images = [Image.fromarray(a) if predictor.bands == 3 else a for a in arrays]  # RGB: as decoded from files
+    first_s, single = _timed(lambda: predictor.predict(images[0]), args.reps, bar)
+    _, batched = _timed(lambda: predictor.predict_batch(images, batch_size=args.batch), args.reps, bar)
+    throughput = _spread(batched)
+    throughput |= {"batch": args.batch, "images_per_s": args.batch / throughput["median_s"]}
+    return {
+        "backend": predictor.backend,
+        "computes_in": predictor.computes_in,
+        "device": str(predictor.device),
+        "load_s": load_s,
+        "first_s": first_s,
+        "latency": _spread(single),
+        "throughput": throughput,
+    }
 
 
 def _ms(seconds: float) -> str:
-    return f"{1000 * seconds:.0f}" if seconds >= 0.1 else f"{1000 * seconds:.1f}"
+    return f"{1000 * seconds:.1f}" if seconds < 1 else f"{1000 * seconds:.0f}"
 
 
-def _mib(count: int | None) -> float | None:
-    return None if count is None else count / 2**20
-
-
-def _opt(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
-def format_inference(rows: list[dict[str, Any]]) -> str:
-    """The inference table: one line per network, path, precision and batch."""
+def format_rows(rows: list[dict[str, Any]], batch: int) -> str:
+    """The table: one line per timed model."""
     head = (
-        f"{'network':<20} {'path':<13} {'prec':<4} {'batch':>5} {'HxW':>9} {'latency ms (min-max)':>21} "
-        f"{'1st ms':>7} {'ms/img':>7} {'x base':>6} {'GFLOP/img':>9} {'GFLOP/s':>7} {'%peak':>5} "
-        f"{'act MiB':>7} {'pack MiB':>8} {'agree %':>8} {'max dlogit':>10}"
+        f"{'path':<11} {'device':<6} {'computes':<8} {'load s':>6} {'1st ms':>7} {'batch 1 ms (min-max)':>22} "
+        f"{f'batch {batch} ms/img':>15} {'img/s':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
-        t = r["latency"]
+        t, b = r["latency"], r["throughput"]
         spread = f"{_ms(t['median_s'])} ({_ms(t['min_s'])}-{_ms(t['max_s'])})"
-        peak = None if r["peak_fraction"] is None else 100 * r["peak_fraction"]
         lines.append(
-            f"{r['network']:<20} {r['path']:<13} {r['computes_in']:<4} {r['batch']:>5} "
-            f"{r['height']:>4}x{r['width']:<4} {spread:>21} {_ms(t['first_s']):>7} {r['ms_per_image']:>7.0f} "
-            f"{_opt(r['ratio_vs_baseline'], '.2f'):>6} {r['gflops_per_image']:>9.1f} "
-            f"{r['achieved_gflops_per_s']:>7.1f} {_opt(peak, '.0f'):>5} {_opt(_mib(r['peak_bytes']), '.0f'):>7} "
-            f"{r['prepared_bytes'] / 2**20:>8.0f} {100 * r['argmax_agreement']:>8.3f} {r['max_logit_diff']:>10.2e}"
-        )
-    return "\n".join(lines)
-
-
-def format_training(rows: list[dict[str, Any]]) -> str:
-    """The training table: images per second of a full SGD step."""
-    head = (
-        f"{'network':<22} {'path':<8} {'prec':<4} {'batch':>5} {'HxW':>9} {'step s (min-max)':>20} "
-        f"{'img/s':>7} {'x base':>7} {'peak MiB':>9}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        t = r["step"]
-        spread = f"{t['median_s']:.2f} ({t['min_s']:.2f}-{t['max_s']:.2f})"
-        lines.append(
-            f"{r['network']:<22} {r['path']:<8} {r['precision']:<4} {r['batch']:>5} {r['height']:>4}x{r['width']:<4} "
-            f"{spread:>20} {r['images_per_s']:>7.2f} {_opt(r['ratio_vs_baseline'], '.2f'):>7} "
-            f"{r['peak_bytes'] / 2**20:>9.0f}"
-        )
-    return "\n".join(lines)
-
-
-def _machine_line(m: dict[str, Any]) -> str:
-    peaks = ", ".join(f"{k} {v:.0f}" for k, v in m["matmul_gflops"].items())
-    return f"processor: {m['processor']}\n{m['threads']} threads, torch {m['torch']}; matmul peak GFLOP/s: {peaks}"
-
-
-def _checkpoint_lines(c: dict[str, Any]) -> str:
-    eager_ms = 1000 * c["eager_s_per_image"]
-    lines = [
-        f"{c['model']} on {c['images']} {c['dataset']} {c['split']} images vs fp32 eager ({eager_ms:.0f} ms/image):"
-    ]
-    for p in c["paths"]:
-        lines.append(
-            f"  {p['path']:<8} {p['backend']} {p['computes_in']}: {100 * p['argmax_agreement']:.3f}% (worst image "
-            f"{100 * p['min_image_agreement']:.3f}%), max |logit difference| {p['max_logit_diff']:.3g}, "
-            f"{1000 * p['s_per_image']:.0f} ms per image"
+            f"{r['path']:<11} {r['device']:<6} {r['computes_in']:<8} {r['load_s']:>6.1f} {_ms(r['first_s']):>7} "
+            f"{spread:>22} {_ms(b['median_s'] / batch):>15} {b['images_per_s']:>7.1f}"
         )
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.checkpoint is None) != (args.data_root is None):
-        raise UserError("--checkpoint and --data-root go together (real-image agreement needs both)")
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise UserError(f"checkpoint '{args.checkpoint}' does not exist")
+    if args.model_file is not None and args.model is not None:
+        raise UserError("give a MODEL_FILE or --model, not both")
+    if args.model_file is not None and not args.model_file.is_file():
+        raise UserError(f"model file '{args.model_file}' not found; pass a checkpoint or a .onnx/.xml model")
+    if args.int8 is not None and not args.int8.is_file():
+        raise UserError(f"int8 model '{args.int8}' not found; write one with `fcnseg quantize`")
+    if min(args.batch, args.reps, args.num_classes) < 1:
+        raise UserError("--batch, --reps and --num-classes must be at least 1")
+    args.model = args.model or (None if args.model_file else TrainConfig.model)
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = settings_from_args(args)
-    load = os.getloadavg()[0]
-    if load > 0.5:
-        logger.warning("the machine is busy (load average %.1f): the figures will be slower than it can do", load)
+    jobs = [(backend, _opener(args, backend)) for backend in _backends(args)]
+    if args.int8 is not None:
+        jobs.append(("int8", lambda: Predictor.from_checkpoint(args.int8, "cpu", backend="openvino")))
+    if not jobs:
+        raise UserError("no backend can run this model; install one (`pip install openvino` or `onnxruntime`)")
+    if os.getloadavg()[0] > 0.5:
+        logger.warning("the machine is busy (load average %.1f): the figures will be slower", os.getloadavg()[0])
 
-    result: dict[str, Any] = {"settings": asdict(settings), "machine": machine_info(settings)}
-
-    def save() -> None:  # after every stage, so that an interrupted run keeps what it measured
-        result["machine"]["load_average_end"] = os.getloadavg()[0]
-        if args.json is not None:
-            write_text(args.json, json.dumps(result, indent=2) + "\n")
-
-    print(_machine_line(result["machine"]), flush=True)
-    result["inference"] = inference_rows(settings, result["machine"]["matmul_gflops"])
-    save()
-    print(format_inference(result["inference"]), flush=True)
-    result["training"] = training_rows(settings)
-    save()
-    if result["training"]:
-        print("\n" + format_training(result["training"]), flush=True)
-    if args.checkpoint is not None:
-        limit = _pick(args, "limit", None)
-        result["checkpoint"] = checkpoint_agreement(
-            args.checkpoint,
-            args.data_root,
-            dataset=args.dataset,
-            split=args.split,
-            limit=limit,
-            device=settings.device,
-            int8=args.int8,
-        )
-        save()
-        print("\n" + _checkpoint_lines(result["checkpoint"]))
-    m = result["machine"]  # other work on the machine slows every figure down
-    print(f"\nload average {m['load_average_start']:.1f} at the start, {m['load_average_end']:.1f} at the end")
+    rows = []
+    with make_bar(len(jobs) * 2 * (args.reps + 1), desc="bench", unit="call") as bar:
+        for path, open_predictor in jobs:
+            rows.append({"path": path} | measure(open_predictor, args, bar))
+    info = processor_info()
+    result = {
+        "model": str(args.model_file) if args.model_file else f"{args.model} (random weights)",
+        "size": list(args.size),
+        "batch": args.batch,
+        "reps": args.reps,
+        "precision": args.precision,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "processor": processor_line(info),
+        "cpu_flags": info["flags"],
+        "rows": rows,
+    }
+    print(f"processor: {result['processor']}")
+    h, w = args.size
+    print(f"{result['model']}, {h}x{w}, {result['threads']} threads, torch {torch.__version__}")
+    print(format_rows(rows, args.batch))
     if args.json is not None:
+        write_text(args.json, json.dumps(result, indent=2) + "\n")
         logger.info("wrote %s", args.json)
     return 0

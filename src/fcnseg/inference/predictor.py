@@ -304,14 +304,33 @@ class Predictor:
             self._fast, x, tile_size=tile, overlap=self.overlap, flip=self.flip, precision=self.precision
         )
 
-    def _labels_in_graph(self, x: Tensor) -> bool:
-        """Whether the masks of ``x`` can be the runtime's own argmax: one whole-image pass, no flip, one scale."""
+    def _labels_in_graph(self, n: int, height: int, width: int) -> bool:
+        """Whether masks can be the runtime's own argmax: masks alone, one whole-image pass, no flip, one scale."""
         fast = self._fast
         if not isinstance(fast, RuntimeModel) or not fast.computes_labels or fast.num_classes is None:
             return False
-        tile = self.tile_size_for(x.shape[2], x.shape[3], x.shape[0])
-        whole = tile is None or (tile[0] >= x.shape[2] and tile[1] >= x.shape[3])
-        return whole and self.scales == (1.0,) and not self.flip
+        tile = self.tile_size_for(height, width, n)
+        whole = tile is None or (tile[0] >= height and tile[1] >= width)
+        return whole and self.scales == (1.0,) and not self.flip and self.crf is None
+
+    def _segment_images(self, images: Sequence[Loaded], return_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`_segment` of same-size images as :meth:`load` returns them.
+
+        Masks alone of uint8 images, through a runtime that takes them (OpenVINO), never leave it: the graph
+        normalises the images and takes the argmax (:meth:`RuntimeModel.image_labels`).
+        """
+        first, fast = images[0], self._fast
+        h, w = first.shape[:2] if isinstance(first, np.ndarray) else first.size[::-1]
+        if (
+            not return_probs
+            and isinstance(fast, RuntimeModel)
+            and fast.takes_images
+            and all(not isinstance(im, np.ndarray) or im.dtype == np.uint8 for im in images)  # PIL images: RGB uint8
+            and self._labels_in_graph(len(images), h, w)
+        ):
+            batch = np.stack([np.asarray(im) for im in images])  # (N, H, W, B) uint8
+            return fast.image_labels(batch, self.mean, self.std).numpy(), None
+        return self._segment(self._prepare(images), return_probs)
 
     def _segment(self, x: Tensor, return_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Masks ``(N, H, W)`` and optionally probabilities ``(N, K, H, W)`` of ``x``, filled band by band.
@@ -324,7 +343,7 @@ class Predictor:
             log_q = self.infer(x)
             probs = log_q.softmax(1).cpu().numpy() if return_probs else None
             return class_indices(log_q).cpu().numpy(), probs
-        if not return_probs and self._labels_in_graph(x):
+        if not return_probs and self._labels_in_graph(n, h, w):
             with torch.inference_mode():
                 return self._fast.labels(x).cpu().numpy(), None  # type: ignore[operator]
         masks: np.ndarray | None = None
@@ -371,7 +390,7 @@ class Predictor:
         for indices in by_size.values():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
-                masks, probs = self._segment(self._prepare([loaded[i] for i in chunk]), return_probs)
+                masks, probs = self._segment_images([loaded[i] for i in chunk], return_probs)
                 for j, i in enumerate(chunk):
                     results[i] = (masks[j], probs[j]) if probs is not None else masks[j]
         return results

@@ -17,7 +17,7 @@ import importlib.util
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,8 @@ class RuntimeModel(nn.Module):
         labels: maps the same array to class indices ``(N, H, W)``, the argmax of the logits over ``K`` computed
             inside the runtime's graph (lowest index on ties); ``None`` when the runtime has no such graph.
         num_classes: ``K`` when the graph states it.
+        image_labels: maps ``(mean, std)`` to a function of uint8 images ``(N, H, W, B)`` that returns their class
+            indices, the image normalised with ``mean`` and ``std`` inside the graph (see :meth:`image_labels`).
     """
 
     def __init__(
@@ -82,12 +84,16 @@ class RuntimeModel(nn.Module):
         *,
         labels: Any = None,
         num_classes: int | None = None,
+        image_labels: Callable[[tuple[float, ...], tuple[float, ...]], Callable[[np.ndarray], np.ndarray]]
+        | None = None,
     ) -> None:
         super().__init__()
         self._run, self.backend, self.computes_in = run, backend, computes_in
         self.metadata = metadata or {}
         self._labels = labels
         self.num_classes = num_classes
+        self._make_image_labels = image_labels
+        self._image_labels: dict[tuple, Callable[[np.ndarray], np.ndarray]] = {}
 
     @property
     def memory(self) -> MemoryModel | None:
@@ -114,11 +120,35 @@ class RuntimeModel(nn.Module):
         """
         if self._labels is None:
             raise ValueError(f"this {self.backend} model computes no labels in its graph; take logits.argmax(1)")
-        indices = torch.from_numpy(np.asarray(self._labels(self._array(x))))
-        return (indices if indices.dtype == torch.uint8 else indices.long()).to(x.device)
+        return _indices(self._labels(self._array(x))).to(x.device)
+
+    @property
+    def takes_images(self) -> bool:
+        """Whether :meth:`image_labels` runs: uint8 images in, class indices out, all inside the runtime."""
+        return self._make_image_labels is not None
+
+    def image_labels(self, images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+        """Class indices ``(N, H, W)`` of uint8 images ``(N, H, W, B)`` (channels last, as decoded).
+
+        The graph converts them to float32, normalises them (``(x / 255 - mean) / std``), runs the network and takes
+        the argmax as :meth:`labels` does: nothing is prepared outside the runtime, and no float copy of the images
+        or the logits leaves it. The graph is compiled at the first call for each ``(mean, std)``.
+        """
+        if self._make_image_labels is None:
+            raise ValueError(f"this {self.backend} model takes no uint8 images; normalise them and call labels()")
+        key = (tuple(float(m) for m in mean), tuple(float(v) for v in std))
+        if key not in self._image_labels:
+            self._image_labels[key] = self._make_image_labels(*key)
+        return _indices(self._image_labels[key](np.ascontiguousarray(images, dtype=np.uint8)))
 
     def extra_repr(self) -> str:
         return f"backend={self.backend}, computes_in={self.computes_in}"
+
+
+def _indices(array: np.ndarray) -> Tensor:
+    """Class indices from a runtime as a tensor: uint8 kept, other integer types as int64."""
+    indices = torch.from_numpy(np.asarray(array))
+    return indices if indices.dtype == torch.uint8 else indices.long()
 
 
 def load_onnxruntime(path: str | os.PathLike, *, threads: int | None = None) -> RuntimeModel:
@@ -160,8 +190,9 @@ def load_openvino(
     """Compile an OpenVINO IR (``.xml``), an ONNX file or an ``openvino.Model`` for the CPU.
 
     Args:
-        model_or_path: what to compile. Two graphs are compiled: the logits, delivered channels-last
-            (:class:`RuntimeModel`), and their argmax over classes (:meth:`RuntimeModel.labels`).
+        model_or_path: what to compile: the logits, delivered channels-last (:class:`RuntimeModel`), now; their
+            argmax over classes (:meth:`RuntimeModel.labels`), and the same from uint8 images normalised in the
+            graph (:meth:`RuntimeModel.image_labels`), each at its first use.
         precision: ``"auto"`` (the plugin's default: bf16 on CPUs that compute it natively), ``"fp32"``, ``"bf16"``.
         threads: inference threads (default ``torch.get_num_threads()``).
         int8: whether the model holds quantized layers (read from its metadata when ``None``), for reports.
@@ -180,10 +211,14 @@ def load_openvino(
     if _OV_PRECISION[precision] is not None:
         config["INFERENCE_PRECISION_HINT"] = _OV_PRECISION[precision]
     num_classes = _openvino_classes(model)
-    # Made before the layout change below rebuilds the graph's ends (the two share nodes).
-    # Large inputs take the argmax by TopK, slower but without a class-sized temporary (docs/performance.md).
-    lean_labels = _openvino_labels(ov, model, num_classes, lean=True)
-    labels, _ = _runner(core, _openvino_labels(ov, model, num_classes), config, large=lean_labels)
+    network = model.clone()  # the graphs below rebuild their ends (and the image one its start) on copies of it
+
+    def labels_of(prefix: Callable[[Any], Any], channel_axis: int) -> Callable[[np.ndarray], np.ndarray]:
+        # Large inputs take the argmax by TopK, slower but without a class-sized temporary (docs/performance.md).
+        graphs = [prefix(_openvino_labels(ov, network.clone(), num_classes, lean=lean)) for lean in (False, True)]
+        return _runner(core, graphs[0], config, large=graphs[1], channel_axis=channel_axis)[0]
+
+    labels = _lazy(lambda: labels_of(lambda graph: graph, 1))
     logits, compiled = _runner(core, _channels_last_output(ov, model), config)
     hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
     int8 = bool((metadata or {}).get("quantization")) if int8 is None else int8
@@ -193,11 +228,40 @@ def load_openvino(
         return logits(array).transpose(0, 3, 1, 2)  # (N, H, W, K) -> a channels-last (N, K, H, W) view
 
     logger.debug("OpenVINO model compiled for CPU, %s", computes_in)
-    return RuntimeModel(run, "openvino", computes_in, metadata, labels=labels, num_classes=num_classes)
+
+    def image_labels(mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[np.ndarray], np.ndarray]:
+        return labels_of(lambda graph: _uint8_images_in(ov, graph, mean, std), 3)
+
+    return RuntimeModel(
+        run, "openvino", computes_in, metadata, labels=labels, num_classes=num_classes, image_labels=image_labels
+    )
+
+
+def _lazy(make: Callable[[], Callable[[np.ndarray], np.ndarray]]) -> Callable[[np.ndarray], np.ndarray]:
+    """``make()``'s function, made at its first call (a graph compiled only if it is used)."""
+    made: list[Callable[[np.ndarray], np.ndarray]] = []
+
+    def run(array: np.ndarray) -> np.ndarray:
+        if not made:
+            made.append(make())
+        return made[0](array)
+
+    return run
+
+
+def _uint8_images_in(ov: Any, model: Any, mean: Sequence[float], std: Sequence[float]) -> Any:
+    """``model`` (normalised NCHW float32 in) taking uint8 NHWC images, converted and normalised in its graph."""
+    from openvino.preprocess import PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    ppp.input(0).tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    ppp.input(0).model().set_layout(ov.Layout("NCHW"))
+    ppp.input(0).preprocess().convert_element_type(ov.Type.f32).scale(255.0).mean(list(mean)).scale(list(std))
+    return ppp.build()
 
 
 def _runner(
-    core: Any, model: Any, config: dict[str, Any], large: Any = None
+    core: Any, model: Any, config: dict[str, Any], large: Any = None, channel_axis: int = 1
 ) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
     """A function ``array -> first output`` of ``model``, and ``model`` compiled for any input shape.
 
@@ -212,8 +276,7 @@ def _runner(
     template = (model if large is None else large).clone()
 
     def run(array: np.ndarray) -> np.ndarray:
-        n, _, h, w = array.shape
-        if n * h * w <= STATIC_PIXELS:
+        if array.size // array.shape[channel_axis] <= STATIC_PIXELS:
             return any_shape.infer({0: array}, share_inputs=True)[0]  # copied out: the request reuses its buffer
         fixed = template.clone()
         fixed.reshape(list(array.shape))

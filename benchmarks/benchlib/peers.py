@@ -1,4 +1,4 @@
-"""The runtimes a deployment would compare fcnseg with, run on the very network ``fcnseg bench`` measures.
+"""The runtimes a deployment would compare fcnseg with, run on the very network ``benchmarks/suite.py`` measures.
 
 The network is exported once by fcnseg's own exporter (:func:`fcnseg.inference.export.export_model`, ONNX, with an
 identity normalisation: the benchmark's inputs are already normalised), then run as each runtime's documentation

@@ -1,4 +1,4 @@
-"""``run_benchmark(settings)``: every measurement of ``fcnseg bench`` in one process, as rows of plain dicts.
+"""The rows of ``benchmarks/suite.py``: every measurement of the comparison, as plain dicts.
 
 Inference rows: for each network (model and layout), input size, path, precision and batch size: latency
 (median and spread), the ratio to the baseline's time per image at the same size and batch, the network's FLOPs
@@ -6,7 +6,7 @@ Inference rows: for each network (model and layout), input size, path, precision
 peak in the same precision, peak activation memory, and the agreement of the first image's logits with the fp32
 reference (the baseline for FCN-8s VGG16 in the caffe layout, else the network's own fp32 eager output).
 
-Training rows: images per second of a full SGD step (see :mod:`fcnseg.bench.training`).
+Training rows: images per second of a full SGD step (see :mod:`benchlib.training`).
 """
 
 from __future__ import annotations
@@ -17,24 +17,24 @@ import logging
 import os
 import platform
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from fcnseg.bench import peers
-from fcnseg.bench.baseline import baseline_from_fcnseg
-from fcnseg.bench.machine import processor_info, processor_line
-from fcnseg.bench.measure import Timing, agreement, matmul_peak, peak_bytes, run_counted, time_call
-from fcnseg.bench.networks import build_network, inference_path, network_label, smooth_images
-from fcnseg.bench.peers import PEERS
-from fcnseg.bench.training import baseline_step, fast_step, random_batch
+from benchlib import peers
+from benchlib.baseline import baseline_from_fcnseg
+from benchlib.measure import Timing, agreement, matmul_peak, peak_bytes, run_counted, time_call
+from benchlib.networks import build_network, inference_path, network_label, smooth_images
+from benchlib.peers import PEERS
+from benchlib.training import baseline_step, fast_step, random_batch
 from fcnseg.core.device import autocast_dtype
+from fcnseg.core.machine import processor_info, processor_line
 from fcnseg.inference.optimize import packed_bytes
 from fcnseg.inference.runtimes import RuntimeModel
 
-__all__ = ["BenchSettings", "inference_rows", "machine_info", "run_benchmark", "training_rows"]
+__all__ = ["BenchSettings", "inference_rows", "machine_info", "training_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ BASELINE_NETWORK = ("fcn8s_vgg16", "caffe")
 
 @dataclass
 class BenchSettings:
-    """What ``fcnseg bench`` measures; the defaults are the issue's configuration (about 10 minutes on 2 cores)."""
+    """What ``benchmarks/suite.py`` measures (by default FCN-8s VGG16 at 500x500, the size of the paper's timings)."""
 
     models: tuple[str, ...] = ("fcn8s_vgg16",)
     layouts: tuple[str, ...] = ("caffe", "default")  # VGG backbones only; other backbones have one layout
@@ -285,13 +285,3 @@ def training_rows(settings: BenchSettings) -> list[dict[str, Any]]:
         )
         del step
     return rows
-
-
-def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
-    """Machine information, inference rows and training rows, with the settings they were measured with."""
-    machine = machine_info(settings)
-    result = {"settings": asdict(settings), "machine": machine}
-    result["inference"] = inference_rows(settings, machine["matmul_gflops"])
-    result["training"] = training_rows(settings)
-    machine["load_average_end"] = os.getloadavg()[0]
-    return result

@@ -1,4 +1,4 @@
-"""The reference point of ``fcnseg bench``: FCN-8s VGG16 as common PyTorch reimplementations write it.
+"""The reference point of ``benchmarks/suite.py``: FCN-8s VGG16 as common PyTorch reimplementations write it.
 
 One ``nn.Module`` that declares every layer of the authors' ``voc-fcn8s`` net by name (``conv1_1`` .. ``fc7``,
 ``score_fr``, ``upscore2``, ``score_pool4``, ``upscore_pool4``, ``score_pool3``, ``upscore8``), in the style of

@@ -1,4 +1,4 @@
-"""Measurements for ``fcnseg bench``: time, FLOPs, the machine's matrix-multiply peak, memory and agreement.
+"""Measurements for ``benchmarks/suite.py``: time, FLOPs, the machine's matrix-multiply peak, memory and agreement.
 
 - Time: ``warmup`` untimed calls, then ``reps`` timed calls (``time.perf_counter``, CUDA synchronised); the median
   is the figure, min/max and the interquartile range show the spread.

@@ -1,6 +1,6 @@
 """Training throughput: images per second of a full SGD step (forward, loss, backward, update) on random crops.
 
-- ``baseline``: :class:`~fcnseg.bench.baseline.BaselineFCN8s`, fp32, NCHW, ``torch.optim.SGD`` over the
+- ``baseline``: :class:`~benchlib.baseline.BaselineFCN8s`, fp32, NCHW, ``torch.optim.SGD`` over the
   parameters that learn, :func:`fcnseg.training.loss.segmentation_loss`.
 - ``fast``: :class:`fcnseg.training.step.SGDStep`, the step ``fcnseg train`` runs (autocast at the trainer's
   precision, channels_last on CPU, the paper's SGD parameter groups).

@@ -1,7 +1,7 @@
-"""What the benchmark runs on: seeded networks, image-like inputs, and the inference paths it compares.
+"""What ``benchmarks/suite.py`` runs on: seeded networks, image-like inputs, and the inference paths it compares.
 
 Paths:
-- ``baseline``: :class:`~fcnseg.bench.baseline.BaselineFCN8s` (FCN-8s VGG16, authors' layout) in fp32, eager,
+- ``baseline``: :class:`~benchlib.baseline.BaselineFCN8s` (FCN-8s VGG16, authors' layout) in fp32, eager,
   NCHW, under ``torch.no_grad``, as common reimplementations run it.
 - ``eager``: the fcnseg model itself, the same way (fp32, NCHW, ``no_grad``); the fp32 reference of a network
   that has no baseline (another backbone or layout).
@@ -84,7 +84,7 @@ def inference_path(
     Args:
         path: ``baseline`` or ``eager`` (``model`` as it is, fp32 NCHW, ``no_grad``) or ``fast`` (a copy of
             ``model`` prepared as the Predictor prepares it, run by the inference engine at ``precision``).
-        model: the network (for ``baseline``, a :class:`~fcnseg.bench.baseline.BaselineFCN8s`).
+        model: the network (for ``baseline``, a :class:`~benchlib.baseline.BaselineFCN8s`).
         precision: for ``fast`` and ``ov``: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
         device: where to run.
         calibration: for ``int8``: ``(M, 3, H, W)`` normalised images to calibrate on.

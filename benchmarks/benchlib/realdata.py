@@ -20,8 +20,8 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from fcnseg.bench.measure import agreement
-from fcnseg.bench.networks import inference_path
+from benchlib.measure import agreement
+from benchlib.networks import inference_path
 from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.data import build_dataset, eval_transforms
 from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD

@@ -125,6 +125,22 @@ def _running_miou(cm: ConfusionMatrix) -> float:
     return float((diag[union > 0] / union[union > 0]).mean()) if bool((union > 0).any()) else float("nan")
 
 
+def inference_settings(predictor: Predictor) -> dict[str, Any]:
+    """How ``predictor`` runs (tiling, scales, flip, precision, CRF), as the plain values an evaluation records."""
+    amp = autocast_dtype(predictor.precision, predictor.device)
+    tile = predictor.tile_size
+    return {
+        "mode": "slide" if tile else "whole",
+        "tile_size": list(tile) if isinstance(tile, tuple) else tile,
+        "overlap": predictor.overlap if tile else None,
+        "scales": [float(s) for s in predictor.scales],
+        "flip": predictor.flip,
+        "precision": predictor.precision,
+        "autocast": None if amp is None else str(amp).removeprefix("torch."),
+        "crf": None if predictor.crf is None else dict(vars(predictor.crf)),  # docs/crf.md
+    }
+
+
 def evaluate(
     predictor: Predictor,
     dataset: Dataset,
@@ -163,19 +179,6 @@ def evaluate(
     """
     names, _ = class_names_colors(predictor.classes if classes is None else classes)
     device = predictor.device
-    amp = autocast_dtype(predictor.precision, device)
-    tile = predictor.tile_size
-    settings = {
-        "mode": "slide" if tile else "whole",
-        "tile_size": list(tile) if isinstance(tile, tuple) else tile,
-        "overlap": predictor.overlap if tile else None,
-        "scales": [float(s) for s in predictor.scales],
-        "flip": predictor.flip,
-        "precision": predictor.precision,
-        "autocast": None if amp is None else str(amp).removeprefix("torch."),
-        "crf": None if getattr(predictor, "crf", None) is None else dict(vars(predictor.crf)),  # docs/crf.md
-    }
-
     world = world or World()
     loader = DataLoader(
         shard(dataset, world),
@@ -187,7 +190,7 @@ def evaluate(
     )
     cm = ConfusionMatrix(len(names), ignore_index=ignore_index)
     start = time.perf_counter()
-    result = EvalResult({}, cm.matrix, settings=settings)
+    result = EvalResult({}, cm.matrix, settings=inference_settings(predictor))
     normalization = (predictor.mean, predictor.std)
     _accumulate(predictor.infer, loader, device, cm, result, num_samples, normalization, progress and world.is_main)
     matrix = cm.matrix

@@ -7,6 +7,7 @@ every size. The model is FCN-8s on SqueezeNet 1.1 with 21 classes and random wei
 the weights).
 
     python benchmarks/raster_memory.py --sizes 4096 8192 --tile 1024
+    python benchmarks/raster_memory.py --sizes 9492x8616 --work /tmp/geo_bench   # width x height
 """
 
 from __future__ import annotations
@@ -42,16 +43,24 @@ def processor() -> str:
         return platform.processor() or "unknown"
 
 
-def write_scene(path: Path, side: int) -> None:
-    """A ``side x side`` 3-band uint8 tiled GeoTIFF: smooth stripes and blobs, a nodata (0) border of side/16."""
-    profile = {"driver": "GTiff", "height": side, "width": side, "count": 3, "dtype": "uint8", "nodata": 0}
+def raster_size(text: str) -> tuple[int, int]:
+    """``"4096"`` -> ``(4096, 4096)``; ``"9492x8616"`` (width x height) -> ``(8616, 9492)``, as ``(height, width)``."""
+    width, _, height = text.partition("x")
+    return int(height or width), int(width)
+
+
+def write_scene(path: Path, height: int, width: int | None = None) -> None:
+    """A ``height x width`` 3-band uint8 tiled GeoTIFF: smooth stripes and blobs, a nodata (0) border of 1/16 of the
+    shorter side."""
+    width = width or height
+    profile = {"driver": "GTiff", "height": height, "width": width, "count": 3, "dtype": "uint8", "nodata": 0}
     profile |= {"crs": "EPSG:32633", "transform": Affine(10.0, 0, 400_000.0, 0, -10.0, 5_000_000.0)}
     profile |= {"tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "deflate", "BIGTIFF": "YES"}
-    border = side // 16
+    border = min(height, width) // 16
     with rasterio.open(path, "w", **profile) as ds:
-        for top in range(0, side, BLOCK):
-            for left in range(0, side, BLOCK):
-                h, w = min(BLOCK, side - top), min(BLOCK, side - left)
+        for top in range(0, height, BLOCK):
+            for left in range(0, width, BLOCK):
+                h, w = min(BLOCK, height - top), min(BLOCK, width - left)
                 y, x = np.mgrid[top : top + h, left : left + w].astype(np.float32)
                 bands = [np.sin(x / 97.0) + np.cos(y / 131.0), np.sin((x + y) / 211.0), np.cos(x * y / 5e6)]
                 block = np.stack([(b * 60 + 128).clip(1, 255) for b in bands]).astype(np.uint8)
@@ -80,7 +89,9 @@ def run_predict(model: Path, scene: Path, out: Path, tile: int, extra: list[str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192], help="raster sides in pixels")
+    parser.add_argument(
+        "--sizes", type=raster_size, nargs="+", default=[(4096, 4096), (8192, 8192)], help="rasters: N (square) or WxH"
+    )
     parser.add_argument("--tile", type=int, default=1024, help="window side (--tile-size)")
     parser.add_argument("--work", type=Path, help="folder for the rasters (default: a temporary one)")
     parser.add_argument("predict_flags", nargs="*", help="more `fcnseg predict` flags, after --")
@@ -96,15 +107,15 @@ def main() -> None:
     write_scene(work / "warmup.tif", 1024)
     run_predict(work / "model.pt", work / "warmup.tif", work / "out", args.tile, args.predict_flags)  # converts once
     print(f"{'raster':>13} {'megapixels':>10} {'write s':>8} {'predict s':>9} {'s/MP':>6} {'peak RSS MiB':>12}")
-    for side in args.sizes:
-        scene = work / f"scene_{side}.tif"
+    for height, width in args.sizes:
+        scene = work / f"scene_{width}x{height}.tif"
         start = time.perf_counter()
         if not scene.exists():
-            write_scene(scene, side)
+            write_scene(scene, height, width)
         written = time.perf_counter() - start
         peak, seconds = run_predict(work / "model.pt", scene, work / "out", args.tile, args.predict_flags)
-        mp = side * side / 1e6
-        print(f"{side:>6}x{side:<6} {mp:>10.1f} {written:>8.1f} {seconds:>9.1f} {seconds / mp:>6.2f} {peak:>12.0f}")
+        mp = height * width / 1e6
+        print(f"{width:>6}x{height:<6} {mp:>10.1f} {written:>8.1f} {seconds:>9.1f} {seconds / mp:>6.2f} {peak:>12.0f}")
         if args.work is None:
             scene.unlink()
         (work / "out" / scene.name).unlink(missing_ok=True)

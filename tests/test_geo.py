@@ -7,6 +7,7 @@ tifffile and predicted in memory by :class:`Predictor`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -124,6 +125,41 @@ def test_fcn_checkpoint_through_the_cli_equals_tiled_prediction_in_memory(tmp_pa
         mask = out.read(1)
     np.testing.assert_array_equal(mask[valid], reference(tiled, values)[0][valid])
     assert (mask[~valid] == 255).all() and not (tmp_path / "o" / "a.png").exists()
+
+
+def test_openvino_runs_rasters_with_one_graph_per_window_shape(tmp_path, monkeypatch) -> None:
+    """Through OpenVINO, each window shape is compiled once (blocks of one shape together), freed at the end, and
+    gives the masks of the graph for any shape."""
+    pytest.importorskip("openvino")
+    from fcnseg.inference import raster as raster_module
+    from fcnseg.inference.runtimes import _ShapeGraphs
+
+    model = create_model("fcn8s_squeezenet1_1", num_classes=3, in_channels=4).eval()
+    save_checkpoint(make_checkpoint(model, classes=CLASSES, mean=(0.05,) * 4, std=(0.03,) * 4), tmp_path / "m.pt")
+    values, valid = scene(230, 300, 4, "uint16", seed=1)
+    source = write_raster(tmp_path / "a.tif", values, NORTH_UP, "EPSG:32633")
+    predictor = Predictor.from_checkpoint(tmp_path / "m.pt", backend="openvino", precision="fp32", tile_size=(128, 128))
+    compiled = []
+    call = _ShapeGraphs.__call__
+
+    def record(self, array):
+        if array.shape != self._shape:
+            compiled.append(array.shape[-2:])
+        return call(self, array)
+
+    monkeypatch.setattr(_ShapeGraphs, "__call__", record)
+    predict_raster(predictor, source, tmp_path / "per_shape.tif")
+    # Windows of 128 on the 32-pixel grid; those of the last row (102 rows) and column (108 columns) are shorter.
+    shapes = {
+        (r.stop - r.start, c.stop - c.start) for r in tile_spans(230, 128, 1 / 3) for c in tile_spans(300, 128, 1 / 3)
+    }
+    assert len(shapes) > 1 and sorted(compiled) == sorted(shapes)  # each shape compiled once
+    assert predictor.model._shape_graphs._request is None and not predictor.model._shape_graphs.on
+    monkeypatch.setattr(raster_module, "_graphs_per_shape", lambda p: contextlib.nullcontext())
+    predict_raster(predictor, source, tmp_path / "any_shape.tif")
+    with rasterio.open(tmp_path / "per_shape.tif") as a, rasterio.open(tmp_path / "any_shape.tif") as b:
+        per_shape, any_shape = a.read(1), b.read(1)
+    assert (per_shape[valid] == any_shape[valid]).mean() > 0.999 and (per_shape[~valid] == 255).all()
 
 
 def test_bands_select_and_order_the_raster_bands(tmp_path) -> None:
@@ -297,3 +333,79 @@ def test_without_rasterio_a_raster_is_one_line_naming_the_extra(tmp_path, monkey
         DataError, match=r"^reading georeferenced rasters needs rasterio, .*: pip install 'fcnseg\[geo\]'$"
     ):
         RasterReader(source, 4)
+
+
+def _raster_dataset(root: Path, stems: dict[str, int], mask_transform: Affine = NORTH_UP) -> Path:
+    """A folder dataset of 4-band uint16 GeoTIFFs (nodata border and holes) and class-index mask GeoTIFFs."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for stem, seed in stems.items():
+        values, valid = scene(160, 200, 4, "uint16", seed=seed)
+        labels = np.where(values[2] > 2500, 2, np.where(values[0] > values[1], 1, 0))  # classes 0..2 from the bands
+        labels[~valid] = 0  # under the image's nodata: the mask says background, training must see void
+        write_raster(root / "images" / f"{stem}.tif", values, NORTH_UP, "EPSG:32633")
+        write_raster(root / "masks" / f"{stem}.tif", labels[None].astype(np.uint8), mask_transform, "EPSG:32633", None)
+    return root
+
+
+def _train_argv(root: Path, out: Path) -> list[str]:
+    """`fcnseg train` on a raster folder dataset: a tiny FCN, 5 steps of 2 windows of 64 x 96, on the CPU."""
+    argv = ["train", "--model", "fcn8s_squeezenet1_1", "--dataset", "folder", "--data-root", str(root)]
+    argv += ["--num-classes", "3", "--out", str(out), "--iters", "5", "--batch-size", "2", "--crop-size", "64", "96"]
+    return [*argv, "--val-every", "5", "--log-every", "1", "--workers", "0", "--device", "cpu", "--precision", "fp32"]
+
+
+def test_train_command_samples_raster_windows_from_disk(tmp_path, monkeypatch) -> None:
+    """`fcnseg train --dataset folder` on GeoTIFF pairs: random windows read from disk, validation on a grid."""
+    from fcnseg.data import dataset as photo_dataset
+    from fcnseg.data.raster_windows import RasterGrid
+    from fcnseg.training import loop
+
+    root = _raster_dataset(tmp_path / "geo", {"a": 0, "b": 1, "c": 2})
+    (root / "train.txt").write_text("a\nb\n")
+    (root / "val.txt").write_text("c\n")
+
+    def whole(path, *args, **kwargs):
+        raise AssertionError(f"{path} decoded whole")
+
+    monkeypatch.setattr(photo_dataset, "read_image", whole)  # the photo path is never taken for rasters
+    trainers = []
+    init = loop.Trainer.__init__
+    monkeypatch.setattr(loop.Trainer, "__init__", lambda self, *a, **k: init(self, *a, **k) or trainers.append(self))
+    out = tmp_path / "run"
+    assert main(_train_argv(root, out)) == 0
+    windows, val = trainers[0].train_set.base, trainers[0].val_set
+    # An epoch covers the two training rasters' area once: ceil(2 x 160 x 200 / (64 x 96)) windows of the crop size.
+    assert len(windows) == 11 and windows.size == (64, 96)
+    assert isinstance(val, RasterGrid) and val.windows == [(0, (0, 0, 160, 200))]  # smaller than a 1024 window
+    image, mask = trainers[0].train_set[(1, 3)][:2]  # sample 3 of epoch 1, augmented
+    assert image.shape == (4, 64, 96) and windows.epoch == 1
+    _, raw = windows.load(3)
+    pair, (top, left, bottom, right) = windows.window(3)
+    nodata = ~scene(160, 200, 4, "uint16", seed=pair)[1][top:bottom, left:right]
+    assert nodata.any() and (raw.numpy() == 255).tolist() == nodata.tolist()  # image nodata is void
+    assert torch.equal(mask, raw) or torch.equal(mask, raw.flip(-1))  # flipped or not, never scaled
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 5 and all(np.isfinite(losses))
+    assert 0 <= [r for r in rows if "val_mean_iou" in r][-1]["val_mean_iou"] <= 1
+    assert (out / "last.pt").stat().st_size > 0 and (out / "best.pt").stat().st_size > 0
+
+
+def test_train_command_stops_on_raster_pairs_off_the_grid(tmp_path, capsys) -> None:
+    """A mask on another grid than its image stops `fcnseg train` before the first step, in one line naming both."""
+    from PIL import Image
+
+    from fcnseg.data.raster_windows import raster_files
+
+    shifted = _raster_dataset(tmp_path / "shifted", {"a": 0}, mask_transform=NORTH_UP @ Affine.translation(3, 0))
+    out = tmp_path / "run"
+    err = _one_line_error(capsys, [*_train_argv(shifted, out), "--train-split", "all", "--val-split", ""])
+    assert f"{shifted}/images/a.tif and {shifted}/masks/a.tif differ in transform" in err
+    assert "(10, 0, 500000, 0, -10, 4200000) vs (10, 0, 500030, 0, -10, 4200000)" in err
+    assert not (out / "last.pt").exists() and not (out / "metrics.jsonl").exists()
+    # A folder of rasters and photos together: one line naming one of each.
+    photo = shifted / "images" / "photo.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photo)
+    with pytest.raises(DataError, match=r"a\.tif is a georeferenced raster but .*photo\.png is not"):
+        raster_files([(shifted / "images" / "a.tif", shifted / "masks" / "a.tif"), (photo, photo)])

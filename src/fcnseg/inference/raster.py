@@ -7,7 +7,8 @@ nodata are neither read nor inferred. The output is computed in *blocks* of a fe
 blended logits of the windows whose kept parts reach it, ``(K, block_h, block_w)`` float32 (at most
 :data:`BLOCK_BYTES`), and writes its class indices (and probabilities) into the output file, so memory is bounded by
 the window and the block, whatever the raster's size. Blocks start where a window's kept part starts, so with the
-default overlap each window is inferred once.
+default overlap each window is inferred once. An OpenVINO model runs a graph compiled for the window's shape
+(:meth:`~fcnseg.inference.runtimes.RuntimeModel.graphs_per_shape`), blocks of one window shape one after another.
 
 Output: a tiled, DEFLATE-compressed GeoTIFF in COG layout (internal tiles of 512, overviews by nearest neighbour)
 with the input's CRS, transform and size; class indices (uint8, or uint16 beyond 254 classes) with the class
@@ -35,6 +36,7 @@ from fcnseg.data.normalize import normalize_image
 from fcnseg.data.raster import RasterReader, Window, require_rasterio
 from fcnseg.inference.engine import class_indices
 from fcnseg.inference.predictor import Predictor
+from fcnseg.inference.runtimes import RuntimeModel
 from fcnseg.inference.tiling import Span, tile_spans
 
 __all__ = ["BLOCK_BYTES", "DEFAULT_RASTER_TILE", "PROB_SCALE", "predict_raster", "raster_tile"]
@@ -48,7 +50,7 @@ BLOCK_BYTES = 2**26
 PROB_SCALE = 254
 """Probabilities are stored as ``round(PROB_SCALE * p)`` in uint8, 255 being nodata."""
 _COG_BLOCK = 512
-_GDAL_CACHE = 64 * 2**20  # GDAL's block cache, reading and writing (its default is 5 % of the machine's memory)
+_GDAL_CACHE = 16 * 2**20  # GDAL's block cache, reading and writing (its default is 5 % of the machine's memory)
 
 
 def raster_tile(predictor: Predictor, height: int, width: int) -> tuple[int, int]:
@@ -88,11 +90,32 @@ class _Blocks:
         self.row_total, self.col_total = _total(self.rows, height), _total(self.cols, width)
 
     def __iter__(self) -> Iterator[tuple[Window, list[tuple[Span, Span]]]]:
+        """Blocks in row-major order, those whose windows have the same shapes together, and a block's windows by shape
+        (the windows of the last row and column may be up to 31 pixels shorter): a runtime compiled per shape
+        changes shape a few times per raster, not twice per row of windows."""
+        first: dict[tuple, int] = {}
+        return iter(sorted(self._row_major(), key=lambda block: first.setdefault(_shapes(block[1]), len(first))))
+
+    def _row_major(self) -> Iterator[tuple[Window, list[tuple[Span, Span]]]]:
         for y0, y1 in self.row_blocks:
             rows = [r for r in self.rows if r.keep_start < y1 and r.keep_stop > y0]
             for x0, x1 in self.col_blocks:
                 cols = [c for c in self.cols if c.keep_start < x1 and c.keep_stop > x0]
-                yield (y0, x0, y1, x1), [(r, c) for r in rows for c in cols]
+                windows = [(r, c) for r in rows for c in cols]
+                yield (y0, x0, y1, x1), sorted(windows, key=lambda w: (w[0].stop - w[0].start, w[1].stop - w[1].start))
+
+
+def _shapes(windows: list[tuple[Span, Span]]) -> tuple[tuple[int, int], ...]:
+    return tuple(sorted({(r.stop - r.start, c.stop - c.start) for r, c in windows}))
+
+
+def _graphs_per_shape(predictor: Predictor) -> contextlib.AbstractContextManager:
+    """An OpenVINO model compiled per window shape while the raster is segmented (docs/geo.md, "Memory"): less
+    memory and faster than its graph for any shape. Several scales give several shapes per window: left as it is."""
+    model = predictor.model
+    if isinstance(model, RuntimeModel) and len(predictor.scales) == 1:
+        return model.graphs_per_shape()
+    return contextlib.nullcontext()
 
 
 def _window_logits(predictor: Predictor, reader: RasterReader, window: Window) -> torch.Tensor:
@@ -119,10 +142,11 @@ def _block_logits(
             row.weight()[ty0 - row.start : ty1 - row.start, None]
             * col.weight()[None, tx0 - col.start : tx1 - col.start]
         )
-        part = logits[:, ty0 - row.start : ty1 - row.start, tx0 - col.start : tx1 - col.start] * weight
         if acc is None:
             acc = torch.zeros(logits.shape[0], y1 - y0, x1 - x0)
-        acc[:, ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0] += part
+        part = logits[:, ty0 - row.start : ty1 - row.start, tx0 - col.start : tx1 - col.start]
+        acc[:, ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0].addcmul_(part, weight)  # in place: no weighted copy
+        del logits, part  # before the next window's inference
     if acc is None:
         return None
     return acc.div_(blocks.row_total[y0:y1, None] * blocks.col_total[None, x0:x1])
@@ -186,6 +210,7 @@ def predict_raster(
             probs_ds = None
             if probs_tmp is not None:
                 probs_ds = files.enter_context(rasterio.open(probs_tmp, "w", **_profile(reader, k, "uint8", 255)))
+            files.enter_context(_graphs_per_shape(predictor))
             _write_blocks(predictor, reader, blocks, mask_ds, probs_ds, nodata)
         tags = {"CLASS_NAMES": json.dumps(list(names)), "SOURCE": Path(source).name}
         with atomic_path(out) as final:
@@ -209,27 +234,41 @@ def _scratch(beside: Path) -> Iterator[Path]:
 
 def _write_blocks(predictor: Predictor, reader: RasterReader, blocks: _Blocks, mask_ds, probs_ds, nodata: int) -> None:
     """Infer every block and write its class indices (and probabilities); nodata where the input is nodata."""
-    from rasterio.windows import Window as RioWindow
-
     with torch.inference_mode():
         for block, windows in blocks:
-            y0, x0, y1, x1 = block
-            where = RioWindow(x0, y0, x1 - x0, y1 - y0)
-            valid = torch.from_numpy(reader.valid(block))
-            logits = _block_logits(predictor, reader, block, windows, blocks) if bool(valid.any()) else None
-            if logits is None:
-                mask = np.full((y1 - y0, x1 - x0), nodata, dtype=mask_ds.dtypes[0])
-            else:
-                mask = class_indices(logits[None])[0].numpy().astype(mask_ds.dtypes[0])
-                mask[~valid.numpy()] = nodata
-            mask_ds.write(mask, 1, window=where)
-            if probs_ds is not None:
-                if logits is None:
-                    probs = np.full((probs_ds.count, y1 - y0, x1 - x0), 255, dtype=np.uint8)
-                else:
-                    probs = logits.softmax(0).mul_(PROB_SCALE).round_().to(torch.uint8).numpy()
-                    probs[:, ~valid.numpy()] = 255
-                probs_ds.write(probs, window=where)
+            _write_block(predictor, reader, blocks, block, windows, mask_ds, probs_ds, nodata)
+
+
+def _write_block(
+    predictor: Predictor,
+    reader: RasterReader,
+    blocks: _Blocks,
+    block: Window,
+    windows: list[tuple[Span, Span]],
+    mask_ds,
+    probs_ds,
+    nodata: int,
+) -> None:
+    """Infer one block and write it; its logits and arrays are freed on return, before the next block's."""
+    from rasterio.windows import Window as RioWindow
+
+    y0, x0, y1, x1 = block
+    where = RioWindow(x0, y0, x1 - x0, y1 - y0)
+    valid = reader.valid(block)
+    logits = _block_logits(predictor, reader, block, windows, blocks) if bool(valid.any()) else None
+    if logits is None:
+        mask = np.full((y1 - y0, x1 - x0), nodata, dtype=mask_ds.dtypes[0])
+    else:
+        mask = class_indices(logits[None])[0].numpy().astype(mask_ds.dtypes[0])
+        mask[~valid] = nodata
+    mask_ds.write(mask, 1, window=where)
+    if probs_ds is not None:
+        if logits is None:
+            probs = np.full((probs_ds.count, y1 - y0, x1 - x0), 255, dtype=np.uint8)
+        else:
+            probs = logits.softmax(0).mul_(PROB_SCALE).round_().to(torch.uint8).numpy()
+            probs[:, ~valid] = 255
+        probs_ds.write(probs, window=where)
 
 
 def _to_cog(rasterio, src: Path, dst: Path, colors, tags: dict, scales: list[float] | None = None) -> None:

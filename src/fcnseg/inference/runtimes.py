@@ -13,11 +13,12 @@ quantized layers in int8 whatever the hint. Both packages are optional (``pip in
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ class RuntimeModel(nn.Module):
         num_classes: ``K`` when the graph states it.
         image_labels: maps ``(mean, std)`` to a function of uint8 images ``(N, H, W, B)`` that returns their class
             indices, the image normalised with ``mean`` and ``std`` inside the graph (see :meth:`image_labels`).
+        shape_graphs: the logits compiled for one input shape at a time, which :meth:`graphs_per_shape` turns on.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class RuntimeModel(nn.Module):
         num_classes: int | None = None,
         image_labels: Callable[[tuple[float, ...], tuple[float, ...]], Callable[[np.ndarray], np.ndarray]]
         | None = None,
+        shape_graphs: _ShapeGraphs | None = None,
     ) -> None:
         super().__init__()
         self._run, self.backend, self.computes_in = run, backend, computes_in
@@ -94,6 +97,26 @@ class RuntimeModel(nn.Module):
         self.num_classes = num_classes
         self._make_image_labels = image_labels
         self._image_labels: dict[tuple, Callable[[np.ndarray], np.ndarray]] = {}
+        self._shape_graphs = shape_graphs
+
+    @contextlib.contextmanager
+    def graphs_per_shape(self) -> Iterator[None]:
+        """Within: :meth:`forward` runs a graph compiled for its input's shape, kept until a call of another shape.
+
+        For many inputs of a few shapes (a raster's windows): a graph compiled for one shape plans its buffers ahead
+        and runs faster than the graph for any shape, whose buffers stay at their largest (docs/geo.md, "Memory").
+        Compiling takes a fraction of a second per change of shape; the graph is freed on leaving. A no-op for a
+        runtime without such graphs (ONNX Runtime).
+        """
+        if self._shape_graphs is None:
+            yield
+            return
+        self._shape_graphs.on = True
+        try:
+            yield
+        finally:
+            self._shape_graphs.on = False
+            self._shape_graphs.release()
 
     @property
     def memory(self) -> MemoryModel | None:
@@ -219,7 +242,9 @@ def load_openvino(
         return _runner(core, graphs[0], config, large=graphs[1], channel_axis=channel_axis)[0]
 
     labels = _lazy(lambda: labels_of(lambda graph: graph, 1))
-    logits, compiled = _runner(core, _channels_last_output(ov, model), config)
+    channels_last = _channels_last_output(ov, model)
+    shape_graphs = _ShapeGraphs(core, channels_last, config)
+    logits, compiled = _runner(core, channels_last, config, shape_graphs=shape_graphs)
     hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
     int8 = bool((metadata or {}).get("quantization")) if int8 is None else int8
     computes_in = "int8" if int8 else {"bf16": "bf16", "f16": "fp16"}.get(hint, "fp32")
@@ -232,9 +257,8 @@ def load_openvino(
     def image_labels(mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[np.ndarray], np.ndarray]:
         return labels_of(lambda graph: _uint8_images_in(ov, graph, mean, std), 3)
 
-    return RuntimeModel(
-        run, "openvino", computes_in, metadata, labels=labels, num_classes=num_classes, image_labels=image_labels
-    )
+    return RuntimeModel(run, "openvino", computes_in, metadata, labels=labels, num_classes=num_classes,
+                        image_labels=image_labels, shape_graphs=shape_graphs)  # fmt: skip
 
 
 def _lazy(make: Callable[[], Callable[[np.ndarray], np.ndarray]]) -> Callable[[np.ndarray], np.ndarray]:
@@ -260,8 +284,35 @@ def _uint8_images_in(ov: Any, model: Any, mean: Sequence[float], std: Sequence[f
     return ppp.build()
 
 
+class _ShapeGraphs:
+    """``model`` compiled for the shape of the input it runs, one shape at a time, while :attr:`on`."""
+
+    def __init__(self, core: Any, model: Any, config: dict[str, Any]) -> None:
+        self.core, self.model, self.config = core, model, config
+        self.on = False
+        self._shape: tuple[int, ...] | None = None
+        self._request: Any = None
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        if array.shape != self._shape:
+            self.release()  # the last shape's graph and buffers go before the next is compiled
+            fixed = self.model.clone()
+            fixed.reshape(list(array.shape))
+            self._request = self.core.compile_model(fixed, "CPU", self.config).create_infer_request()
+            self._shape = array.shape
+        return self._request.infer({0: array}, share_inputs=True)[0]  # copied out: the request reuses its buffer
+
+    def release(self) -> None:
+        self._shape, self._request = None, None
+
+
 def _runner(
-    core: Any, model: Any, config: dict[str, Any], large: Any = None, channel_axis: int = 1
+    core: Any,
+    model: Any,
+    config: dict[str, Any],
+    large: Any = None,
+    channel_axis: int = 1,
+    shape_graphs: _ShapeGraphs | None = None,
 ) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
     """A function ``array -> first output`` of ``model``, and ``model`` compiled for any input shape.
 
@@ -270,12 +321,15 @@ def _runner(
     the buffers of a graph compiled for any shape at their largest after a call; a graph compiled for one shape plans
     its buffers ahead and reuses them more: at 4000x3000, the labels of FCN-8s SqueezeNet 1.1 need 0.9 GB instead of
     1.6 GB (docs/performance.md). Compiling takes a fraction of a second, little beside such an image's inference.
+    While ``shape_graphs`` is on (:meth:`RuntimeModel.graphs_per_shape`), it runs every input instead.
     """
     compiled = core.compile_model(model, "CPU", config)  # its buffers and packed weights come at its first run
     any_shape = compiled.create_infer_request()
     template = (model if large is None else large).clone()
 
     def run(array: np.ndarray) -> np.ndarray:
+        if shape_graphs is not None and shape_graphs.on:
+            return shape_graphs(array)
         if array.size // array.shape[channel_axis] <= STATIC_PIXELS:
             return any_shape.infer({0: array}, share_inputs=True)[0]  # copied out: the request reuses its buffer
         fixed = template.clone()

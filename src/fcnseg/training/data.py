@@ -30,7 +30,10 @@ class BadBatch:
 
 
 class SeededAugmentation(Dataset):
-    """``dataset[(epoch, i)]`` -> ``transform(*base[i])`` with randomness fixed by ``(seed, epoch, i)``."""
+    """``dataset[(epoch, i)]`` -> ``transform(*base[i])`` with randomness fixed by ``(seed, epoch, i)``.
+
+    A ``base`` with ``set_epoch`` (:class:`~fcnseg.data.raster_windows.RasterWindows`) is told the epoch first.
+    """
 
     def __init__(self, base: Dataset, transform: Callable, seed: int) -> None:
         self.base, self.transform, self.seed = base, transform, seed
@@ -40,6 +43,9 @@ class SeededAugmentation(Dataset):
 
     def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor, Key] | BadBatch:
         epoch, index = key
+        set_epoch = getattr(self.base, "set_epoch", None)
+        if set_epoch is not None:  # a dataset that draws new samples each epoch (raster windows), in this process
+            set_epoch(epoch)
         try:
             image, mask = self.base[index]
         except DataError as err:

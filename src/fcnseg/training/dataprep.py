@@ -1,5 +1,6 @@
-"""The training and validation splits a run uses: a seeded split of a folder dataset without split lists, and
-``--skip-bad-samples``, which reads every pair once before training and leaves out those with a problem.
+"""The training and validation splits a run uses: a seeded split of a folder dataset without split lists,
+``--skip-bad-samples``, which reads every pair once before training and leaves out those with a problem, and the
+random windows that a folder of georeferenced rasters is trained on.
 
 Both write what they decided into the run folder (``splits/train.txt``, ``splits/val.txt``, ``skipped.tsv``), so
 that a resumed run, or a person, sees exactly what was used.
@@ -14,6 +15,7 @@ from pathlib import Path
 from fcnseg.core.io import write_text
 from fcnseg.data import DataError, DataReport, SegmentationDataset, build_dataset, dataset_splits
 from fcnseg.data.checks import scan_split
+from fcnseg.data.raster_windows import RasterWindows, raster_training_windows
 
 from .config import TrainConfig
 
@@ -84,3 +86,21 @@ def drop_bad_samples(
     if not kept:
         raise DataError(f"no readable pair in split {split!r}; see {folder / 'skipped.tsv'}")
     return dataset.with_files(kept)
+
+
+def raster_windows(dataset: SegmentationDataset, config: TrainConfig, processes: int = 1) -> RasterWindows:
+    """Random ``--crop-size`` windows of a dataset of rasters, read from disk; an epoch covers their area once, in at
+    least one global batch. Windows are read at the rasters' resolution: ``--scale-range`` does not apply.
+
+    Raises:
+        DataError: no ``--crop-size``, or a pair off its image's grid or smaller than the crop (one line).
+    """
+    if not config.crop_size:
+        raise DataError(f"the images in {config.data_root} are georeferenced rasters, trained on windows read from "
+                        "disk: give the window with --crop-size H W")  # fmt: skip
+    if config.scale_range is not None:
+        log.info("rasters: windows are read at the rasters' resolution; --scale-range is not applied")
+    if config.skip_bad_samples:
+        log.warning("rasters: --skip-bad-samples does not apply; a bad pair or mask value stops training")
+    batch = config.batch_size * processes
+    return raster_training_windows(dataset, config.crop_size, min_samples=batch, seed=config.seed)

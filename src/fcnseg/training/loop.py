@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from fcnseg.core.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from fcnseg.core.device import cudnn_benchmark, resolve_device
@@ -31,6 +32,7 @@ from fcnseg.data import (
     train_transforms,
 )
 from fcnseg.data.checks import scan_labels
+from fcnseg.data.raster_windows import RasterWindows, raster_files, raster_validation_grid
 from fcnseg.evaluation import evaluate, model_state_kept
 from fcnseg.evaluation.metrics import coverage_note
 from fcnseg.inference.predictor import Predictor
@@ -38,7 +40,7 @@ from fcnseg.models import create_model, load_init_weights
 
 from .config import TrainConfig
 from .data import BadBatch, EpochBatches, SeededAugmentation, training_loader
-from .dataprep import drop_bad_samples, resolve_splits
+from .dataprep import drop_bad_samples, raster_windows, resolve_splits
 from .guards import (
     ForcedStop,
     StopSignals,
@@ -95,42 +97,61 @@ class Trainer:
         )
         self.stop = StopSignals()
 
-    def _datasets(self) -> SegmentationDataset:
+    def _datasets(self) -> SegmentationDataset | RasterWindows:
         """The training split (returned, untransformed) and ``self.val_set``, both checked; sets the classes, the
-        splits and the input normalisation (ImageNet's for RGB, else the training images' per band)."""
+        splits and the input normalisation (ImageNet's for RGB, else the training images' per band).
+
+        A folder of georeferenced rasters becomes random windows read from disk (:func:`.dataprep.raster_windows`),
+        its validation split a fixed grid of windows (docs/geo.md, "Training on rasters")."""
         c = self.config
         options = c.builder_options() | {"verify": False}  # missing files are reported below, or skipped
         self.train_split, self.val_split = resolve_splits(c, self.folder)
-        base = build_dataset(c.dataset, c.data_root, self.train_split, cache=c.cache, **options)
-        if c.skip_bad_samples:
-            base = drop_bad_samples(base, "train", c, self.folder)
-        if c.cache:
-            _log_cache_size(base, c.workers)
+        listed = build_dataset(c.dataset, c.data_root, self.train_split, cache=c.cache, **options)
+        self.rasters = raster_files(listed.files)
+        if self.rasters:
+            base: SegmentationDataset | RasterWindows = raster_windows(listed, c, self.world.size)
+        else:
+            base = drop_bad_samples(listed, "train", c, self.folder) if c.skip_bad_samples else listed
+            if c.cache:
+                _log_cache_size(base, c.workers)
         self.classes = base.classes
         self.mean, self.std = band_normalization(base)
         options["bands"] = base.bands  # validation images are read with the training images' band count
+        self.val_set = self._val_dataset(options)
+        if not self.rasters:  # raster pairs are checked when opened, their mask values in every window read
+            self._check_files(base, self.val_set)
+            self._check_labels(base, self.val_set)  # every process, so that all stop together
+        if len(base) < self.world.size:
+            raise ValueError(f"the training split has {len(base)} images, fewer than the {self.world.size} processes")
+        return base
+
+    def _val_dataset(self, options: dict[str, Any]) -> Dataset | None:
+        """The validation split with the evaluation transforms: images, or rasters on a grid of windows."""
+        c = self.config
+        if not self.val_split:
+            return None
         transforms = eval_transforms(self.mean, self.std)
-        val = build_dataset(c.dataset, c.data_root, self.val_split, transforms, **options) if self.val_split else None
-        if c.skip_bad_samples and val is not None:
-            val = drop_bad_samples(val, "val", c, self.folder)
-        for dataset in (base, val) if not c.skip_bad_samples else ():
+        val = build_dataset(c.dataset, c.data_root, self.val_split, transforms, **options)
+        if self.rasters:
+            return raster_validation_grid(val)
+        return drop_bad_samples(val, "val", c, self.folder) if c.skip_bad_samples else val
+
+    def _check_files(self, *datasets: SegmentationDataset | None) -> None:
+        """Stop on listed files that do not exist (unless ``--skip-bad-samples`` left them out)."""
+        for dataset in datasets if not self.config.skip_bad_samples else ():
             missing = dataset.missing_files() if dataset is not None else []
             if missing:
                 more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
                 raise TrainingError(f"{missing[0][0]}: {missing[0][1]}{more}. {self._data_hint()}")
-        self._check_labels(base, val)  # every process, so that all stop together
-        if len(base) < self.world.size:
-            raise ValueError(f"the training split has {len(base)} images, fewer than the {self.world.size} processes")
-        self.val_set = val
-        return base
 
     def _augmentation(self) -> Any:
         """Random crops, scales and flips (or whole images, the paper's recipe), then the normalisation."""
         c = self.config
         if not c.crop_size:
             return _whole_image_transforms(c, self.mean, self.std)
+        scale_range = None if self.rasters else c.scale_range  # raster windows are read at the crop size
         return train_transforms(
-            c.crop_size, scale_range=c.scale_range, hflip=c.hflip, jitter=c.jitter, mean=self.mean, std=self.std
+            c.crop_size, scale_range=scale_range, hflip=c.hflip, jitter=c.jitter, mean=self.mean, std=self.std
         )
 
     def _model(self, bands: int) -> torch.nn.Module:
@@ -262,6 +283,8 @@ class Trainer:
             return evaluate(predictor, self.val_set, progress=False, world=self.world)
 
     def _data_hint(self) -> str:
+        if self.rasters:  # --skip-bad-samples leaves out files, not windows
+            return f"List every problem with: {self.config.command()}"
         return f"List every problem with: {self.config.command()}; or train on the rest with --skip-bad-samples"
 
     def _save(self, metrics: dict) -> None:
@@ -306,7 +329,8 @@ class Trainer:
         return self.sgd(images, masks, self.step, self.total)
 
     def _batch_files(self, keys: list) -> str:
-        files = [self.train_set.base.files[index][0].name for _, index in keys]
+        base = self.train_set.base
+        files = [base.describe(i) if self.rasters else base.files[i][0].name for _, i in keys]
         return ", ".join(files[:8]) + (f" and {len(files) - 8} more" if len(files) > 8 else "")
 
     def _guarded_step(self, images: torch.Tensor, masks: torch.Tensor, keys: list) -> torch.Tensor | None:

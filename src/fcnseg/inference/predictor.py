@@ -233,15 +233,16 @@ class Predictor:
     def _prepare(self, images: Sequence[Loaded]) -> Tensor:
         """Same-size images (RGB PIL images, or ``(H, W, B)`` arrays) -> normalised ``(N, B, H, W)`` float32.
 
-        Normalised in place: one float32 copy of the batch, ``4 B`` bytes per pixel, is the only large allocation.
+        Normalised in place: one float32 copy of the batch, ``4 B`` bytes per pixel, is the only large allocation
+        besides the stacked batch as read (``B`` bytes per pixel for 8-bit images).
         """
-        arrays = [im if isinstance(im, np.ndarray) else np.array(im, dtype=np.uint8) for im in images]  # (H, W, B)
+        arrays = [np.asarray(im) for im in images]  # (H, W, B)
         if len(self.mean) != arrays[0].shape[-1]:
             raise ValueError(
                 f"the normalisation has {len(self.mean)} values but the images have {arrays[0].shape[-1]} bands; "
                 "pass the mean and std the model was trained with (its checkpoint's)"
             )
-        batch = torch.from_numpy(arrays[0])[None] if len(arrays) == 1 else torch.from_numpy(np.stack(arrays))
+        batch = torch.from_numpy(np.stack(arrays))  # a uint8 copy, writable whatever the images were
         # (N, H, W, B) viewed as (N, B, H, W) is channels_last, a layout the float copy keeps.
         x = normalize_image(batch.to(self.device).permute(0, 3, 1, 2), self.mean, self.std)
         return x.contiguous(memory_format=self.memory_format)

@@ -186,16 +186,9 @@ def read_bands(path: Path, bands: int = 3, reason: str | None = None) -> np.ndar
         return _fit_bands(array, bands, path, reason)
     if bands == 3:
         return np.array(open_rgb(path))
-    try:
-        with Image.open(path) as img:
-            img.load()
-            array = pil_bands(img)
-    except FileNotFoundError:
-        raise DataError(f"{path}: cannot read image (no such file)") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: cannot read image (it is a directory)") from None
-    except _DECODE_ERRORS as err:
-        raise DataError(f"{path}: cannot read image ({_reason(err)})") from err
+    with _image_errors(path), Image.open(path) as img:
+        img.load()
+        array = pil_bands(img)
     return _fit_bands(array, bands, path, reason)
 
 

@@ -131,6 +131,8 @@ class PermutohedralLattice:
 
     def __init__(self, features: Tensor) -> None:
         p, d = features.shape
+        if p * (d + 1) >= 2**31:
+            raise ValueError(f"the CRF's lattice indexes at most 2^31 / {d + 1} points at once, got {p}")
         self.d, self.num_points = d, p
         d1, dev = d + 1, features.device
         # Elevate onto the plane sum(x) = 0 of R^(d+1), scaled so that the lattice blur is a unit-variance Gaussian.
@@ -143,10 +145,9 @@ class PermutohedralLattice:
         rounded = torch.round(elevated / d1)
         rem0 = rounded * d1
         diff = elevated - rem0
-        above = diff[:, None, :] > diff[:, :, None]  # [p, i, j]: coordinate j ranks before i
-        earlier = torch.ones(d1, d1, dtype=torch.bool, device=dev).tril(-1)  # j < i: ties rank j first
-        above |= earlier & (diff[:, None, :] == diff[:, :, None])
-        rank = above.sum(2) + rounded.sum(1, keepdim=True).long()
+        by_diff = torch.argsort(diff, dim=1, descending=True, stable=True)
+        rank = torch.empty_like(by_diff).scatter_(1, by_diff, torch.arange(d1, device=dev).expand(p, d1))
+        rank += rounded.sum(1, keepdim=True).long()
         low, high = rank < 0, rank > d
         rank = rank + d1 * low - d1 * high
         rem0 = rem0 + d1 * low - d1 * high
@@ -155,22 +156,24 @@ class PermutohedralLattice:
         bary = torch.zeros(p, d + 2, device=dev)
         bary.scatter_add_(1, d - rank, v).scatter_add_(1, d - rank + 1, -v)
         bary[:, 0] += 1.0 + bary[:, d + 1]
-        vertex, codes, strides = self._vertices(rem0.long()[:, :d], rank[:, :d])
+        vertex, by_vertex, codes, strides = self._vertices(rem0.long()[:, :d], rank[:, :d])
         self.num_vertices = m = codes.numel()
         self.neighbours = self._neighbours(codes, strides)  # (d+1, 2, M); index M: a zero row
-        vertex, by_vertex = vertex.sort(1)  # CSR rows hold sorted column indices
         vertex, weights = vertex.reshape(-1), bary[:, :d1].gather(1, by_vertex).reshape(-1)  # (P (d+1),) point-major
-        order = torch.argsort(vertex, stable=True)  # vertex-major, points in order: the transpose's CSR
-        splat_rows = torch.cat([vertex.new_zeros(1), torch.bincount(vertex, minlength=m).cumsum(0)])
+        order = torch.argsort(vertex, stable=True)  # vertex-major: the transpose's CSR (int32 sorts 2x faster)
+        splat_rows = torch.cat([vertex.new_zeros(1), torch.bincount(vertex, minlength=m).cumsum(0, dtype=torch.int32)])
         with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are stable
             warnings.simplefilter("ignore", UserWarning)
-            crow = torch.arange(0, p * d1 + 1, d1, device=dev)
+            crow = torch.arange(0, p * d1 + 1, d1, device=dev, dtype=torch.int32)
             self.slice_matrix = torch.sparse_csr_tensor(crow, vertex, weights, (p, m))
-            self.splat_matrix = torch.sparse_csr_tensor(splat_rows, order // d1, weights[order], (m, p))
+            self.splat_matrix = torch.sparse_csr_tensor(
+                splat_rows, (order // d1).int(), weights.index_select(0, order), (m, p)
+            )
 
     @staticmethod
-    def _vertices(rem0: Tensor, rank: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The vertices of each point's simplex ``(P, d+1)``, the sorted vertex codes ``(M,)`` and the code strides.
+    def _vertices(rem0: Tensor, rank: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The vertices of each point's simplex ``(P, d+1)`` in increasing order (CSR rows hold sorted column indices),
+        the remainder of each (the index of its barycentric weight), the sorted vertex codes ``(M,)`` and the strides.
 
         Vertex ``r`` is ``rem0 + canonical[r][rank]`` with ``canonical[r][k] = r if k <= d - r else r - (d + 1)``
         (first ``d`` coordinates; they sum to 0 with the last). Points share simplices, so the simplices are made
@@ -178,25 +181,34 @@ class PermutohedralLattice:
         """
         d, dev = rank.shape[1], rank.device
         d1 = d + 1
-        simplex_codes, _ = _mixed_radix(torch.cat([rem0 // d1, rank], 1), margin=0)
-        _, first, inverse = _unique_first(simplex_codes)  # (S,), (P,)
+        simplex = torch.cat([rem0 // d1, rank], 1)
+        _, first, inverse = _unique_first(_codes(simplex, simplex.amin(0), simplex.amax(0))[0])  # (S,), (P,)
+        rem0, rank = rem0.index_select(0, first), rank.index_select(0, first)
+        # Vertex keys lie within -d1..d of rem0, their neighbours within d more. Codes are linear in the keys, so
+        # vertex r's is rem0's + r sum(strides) - d1 sum_k strides_k [rank_k > d - r], without forming the keys.
+        low = rem0.amin(0) - 2 * d1
+        base, strides = _codes(rem0, low, rem0.amax(0) + 2 * d1)
         r = torch.arange(d1, device=dev)
-        canonical = torch.where(r[None, :] <= d - r[:, None], r[:, None], r[:, None] - d1)  # (d+1, d+1)
-        keys = rem0[first, None, :] + canonical[:, rank[first]].permute(1, 0, 2)  # (S, d+1, d)
-        vertex_codes, strides = _mixed_radix(keys.reshape(-1, d), margin=d1)  # room for the neighbours key +- d1
+        wrapped = ((rank[:, None, :] > d - r[:, None]) * strides).sum(2)  # (S, d+1)
+        vertex_codes = base[:, None] + r * strides.sum() - d1 * wrapped
         codes, of_simplex = torch.unique(vertex_codes, sorted=True, return_inverse=True)
-        return of_simplex.view(-1, d1)[inverse], codes, strides
+        vertex, remainder = of_simplex.int().view(-1, d1).sort(1)  # sorted once per simplex, not per point
+        return vertex.index_select(0, inverse), remainder.index_select(0, inverse), codes, strides
 
     def _neighbours(self, codes: Tensor, strides: Tensor) -> Tensor:
-        """For each lattice direction ``j``, the vertices at ``key -+ (1, .., 1) +- (d + 1) e_j`` (``M`` if absent)."""
+        """For each lattice direction ``j``, the vertices at ``key -+ (1, .., 1) +- (d + 1) e_j`` (``M`` if absent).
+
+        One binary search per direction: if ``u`` is ``v``'s neighbour on one side, ``v`` is ``u``'s on the other.
+        """
         d, m = self.d, codes.numel()
-        out = torch.empty(d + 1, 2, m, dtype=torch.long, device=codes.device)
+        out = torch.full((d + 1, 2, m + 1), m, dtype=torch.long, device=codes.device)  # column M: absent ones' writes
+        every = torch.arange(m, device=codes.device)
         for j in range(d + 1):
-            step = strides.sum() - (d + 1) * (strides[j] if j < d else 0)
-            for side, target in enumerate((codes - step, codes + step)):
-                at = torch.searchsorted(codes, target).clamp_(max=m - 1)
-                out[j, side] = torch.where(codes[at] == target, at, m)
-        return out
+            target = codes - (strides.sum() - (d + 1) * (strides[j] if j < d else 0))
+            at = torch.searchsorted(codes, target).clamp_(max=m - 1)
+            out[j, 0, :m] = below = torch.where(codes[at] == target, at, m)
+            out[j, 1].scatter_(0, below, every)
+        return out[:, :, :m].contiguous()
 
     def filter(self, values: Tensor) -> Tensor:
         """``(P, C)`` float32 -> ``(P, C)``: splat, blur along each lattice direction, slice."""
@@ -207,17 +219,17 @@ class PermutohedralLattice:
         return (self.slice_matrix @ grid[:-1]) * (1.0 / (1.0 + 2.0**-self.d))
 
 
-def _mixed_radix(keys: Tensor, margin: int) -> tuple[Tensor, Tensor]:
-    """Integer rows ``(Q, n)`` -> one int64 code each, linear in the key (``code(k + e) = code(k) + code'(e)``).
+def _codes(keys: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+    """Integer rows ``(Q, n)`` within ``[low, high]`` -> one int64 code each (mixed radix), and the strides.
 
-    ``margin`` leaves room for keys up to that far outside the given ones. Returns the codes and the strides.
+    Codes are linear in the keys: ``code(k + e) = code(k) + sum(e * strides)``.
     """
-    low = keys.amin(0) - margin
-    span = keys.amax(0) - low + margin + 1
+    span = high - low + 1
     if math.prod(float(s) for s in span.tolist()) >= 2.0**62:
         raise ValueError("the CRF's lattice is too large to index: use wider kernels (theta_alpha, theta_beta)")
     strides = torch.cumprod(torch.cat([span.new_ones(1), span[:-1]]), 0)
-    return (keys - low) @ strides, strides
+    codes = ((keys - low) * strides).sum(1)  # not a matmul: CUDA has no int64 one
+    return codes, strides
 
 
 def _unique_first(codes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -259,8 +271,10 @@ class _Kernels:
             features = torch.cat([position, colors.reshape(3, -1) / params.theta_beta]).T  # (HW, 5)
             self.lattice = PermutohedralLattice(features)
             self.norm1 = self.lattice.filter(colors.new_ones(h * w, 1)).clamp_min(1e-6).rsqrt()  # (HW, 1)
+            self.scale1 = self.norm1 * params.w1
         if params.w2 > 0:
             self.norm2 = self._gaussian(colors.new_ones(h * w, 1)).rsqrt()  # (HW, 1)
+            self.scale2 = self.norm2 * params.w2
 
     def _gaussian(self, q: Tensor) -> Tensor:
         """Gaussian filtering of pixel-major ``(H W, C)`` values, as channels-last images."""
@@ -269,25 +283,27 @@ class _Kernels:
         return gaussian_filter(image, self.params.theta_gamma).permute(0, 2, 3, 1).reshape(h * w, c)
 
     def message(self, q: Tensor) -> Tensor:
-        """``(H W, K)`` -> ``(H W, K)``."""
+        """Contiguous ``(H W, K)`` -> ``(H W, K)``."""
         out = torch.zeros_like(q)
         if self.lattice is not None:
-            out += self.lattice.filter(q * self.norm1).mul_(self.norm1 * self.params.w1)
+            out += self.lattice.filter(q * self.norm1).mul_(self.scale1)
         if self.params.w2 > 0:
-            out += self._gaussian(q * self.norm2).mul_(self.norm2 * self.params.w2)
+            out += self._gaussian(q * self.norm2).mul_(self.scale2)
         return out
 
 
 def mean_field(logits: Tensor, colors: Tensor, params: CRFParams) -> Tensor:
     """Mean-field inference for one image: ``(K, H, W)`` logits, ``(3, H, W)`` 0..255 colours -> ``Q`` ``(K, H, W)``."""
     k, h, w = logits.shape
-    log_p = torch.log_softmax(logits.float().reshape(k, -1).T, 1)  # (HW, K), -U
+    # Class-major (K, HW) for the softmax over the classes (20x faster than over dim 1 of (HW, K)), pixel-major
+    # (HW, K) for the messages (the lattice's sparse products and the channels-last convolutions want it).
+    log_p = torch.log_softmax(logits.float().reshape(k, -1), 0)  # -U
     q = log_p.exp()
     if params.iterations > 0 and (params.w1 > 0 or params.w2 > 0):
         kernels = _Kernels(colors.float(), params)
         for _ in range(params.iterations):
-            q = torch.softmax((log_p + kernels.message(q)).T, 0).T  # over the classes: 20x faster than dim 1 of (P, K)
-    return q.T.reshape(k, h, w)
+            q = torch.softmax(kernels.message(q.T.contiguous()).T.add(log_p), 0)
+    return q.view(k, h, w)
 
 
 def free_energy(q: Tensor, logits: Tensor, colors: Tensor, params: CRFParams) -> float:
@@ -298,7 +314,7 @@ def free_energy(q: Tensor, logits: Tensor, colors: Tensor, params: CRFParams) ->
     constant dropped).
     """
     k = q.shape[0]
-    q = q.float().reshape(k, -1).T  # (HW, K)
+    q = q.float().reshape(k, -1).T.contiguous()  # (HW, K)
     unary = -torch.log_softmax(logits.float().reshape(k, -1).T, 1)
     pairwise = -0.5 * (q * _Kernels(colors.float(), params).message(q)).sum()
     entropy = (q * q.clamp_min(1e-30).log()).sum()

@@ -390,6 +390,11 @@ def test_train_command_samples_raster_windows_from_disk(tmp_path, monkeypatch) -
     assert len(losses) == 5 and all(np.isfinite(losses))
     assert 0 <= [r for r in rows if "val_mean_iou" in r][-1]["val_mean_iou"] <= 1
     assert (out / "last.pt").stat().st_size > 0 and (out / "best.pt").stat().st_size > 0
+    # `fcnseg eval` reads the rasters on the same grid of windows: the run's own validation score, from disk.
+    argv = ["eval", str(out / "best.pt"), "--backend", "torch", "--precision", "fp32", "--device", "cpu"]
+    assert main([*argv, "--json", str(tmp_path / "m.json"), "--no-progress"]) == 0
+    scored = json.loads((tmp_path / "m.json").read_text())
+    assert scored["mean_iou"] == pytest.approx([r for r in rows if "val_mean_iou" in r][-1]["val_mean_iou"], abs=1e-6)
 
 
 def test_train_command_stops_on_raster_pairs_off_the_grid(tmp_path, capsys) -> None:
@@ -409,3 +414,39 @@ def test_train_command_stops_on_raster_pairs_off_the_grid(tmp_path, capsys) -> N
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photo)
     with pytest.raises(DataError, match=r"a\.tif is a georeferenced raster but .*photo\.png is not"):
         raster_files([(shifted / "images" / "a.tif", shifted / "masks" / "a.tif"), (photo, photo)])
+
+
+def test_check_data_reads_raster_pairs_by_windows_and_skips_nodata(tmp_path, monkeypatch) -> None:
+    """`check-data` (and with it `--class-weights`) on GeoTIFF pairs: windows read from disk, class counts and
+    per-band statistics over the data pixels only, a pair off its grid reported by name while the others count."""
+    from functools import partial
+
+    from fcnseg.data import checks
+    from fcnseg.data import dataset as photo_dataset
+
+    root = _raster_dataset(tmp_path / "geo", {"a": 0, "b": 1})
+    off = _raster_dataset(tmp_path / "off", {"c": 2}, mask_transform=NORTH_UP @ Affine.translation(3, 0))
+    for kind in ("images", "masks"):
+        (off / kind / "c.tif").rename(root / kind / "c.tif")
+
+    def whole(path, *args, **kwargs):
+        raise AssertionError(f"{path} decoded whole")
+
+    monkeypatch.setattr(photo_dataset, "read_image", whole)
+    monkeypatch.setattr(checks, "raster_validation_grid", partial(checks.raster_validation_grid, size=(64, 96)))
+    report = checks.check_dataset("folder", root, ["all"], progress=False, num_classes=3)
+    split = report.splits["all"]
+    assert split.num_items == 3 and split.num_ok == 2
+    assert [(p.file, "differ in transform" in p.message) for p in report.problems] == [
+        (str(root / "masks/c.tif"), True)
+    ]
+    values = [scene(160, 200, 4, "uint16", seed=seed) for seed in (0, 1)]
+    data = np.concatenate([v[:, ok] for v, ok in values], axis=1) / 65535.0  # (4, data pixels): nodata left out
+    labels = np.concatenate(
+        [np.where(v[2] > 2500, 2, np.where(v[0] > v[1], 1, 0))[ok] for v, ok in values]
+    )  # the masks' classes under data pixels; nodata pixels are void
+    assert split.counts.pixels.tolist() == np.bincount(labels, minlength=3).tolist()
+    mean, std = report.normalization()
+    assert list(mean) == pytest.approx(data.mean(1).tolist(), rel=1e-6)  # float32 decoding
+    assert list(std) == pytest.approx(data.std(1).tolist(), rel=1e-5)
+    assert split.sizes == {(160, 200): 2}

@@ -33,6 +33,7 @@ from fcnseg.core.checkpoint import recorded_config
 from fcnseg.core.device import resolve_device
 from fcnseg.core.distributed import World, distributed_session
 from fcnseg.data import DataOptions, build_dataset, dataset_splits, eval_transforms
+from fcnseg.data.raster_windows import raster_files, raster_validation_grid
 from fcnseg.inference.predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -155,6 +156,9 @@ def _evaluate(args: argparse.Namespace, world: World) -> int:
         options.dataset, options.data_root, split, transforms=transforms, **options.builder_options()
     )
     dataset.bands_reason = f"{args.checkpoint.name} was trained on {_kind(predictor.bands)} images"
+    items = "images"
+    if raster_files(dataset.files):  # georeferenced rasters are read by windows, never whole (docs/geo.md)
+        dataset, items = raster_validation_grid(dataset), "raster windows"
     found = _dataset_num_classes(dataset)
     if found is not None and found != num_classes:
         raise UserError(
@@ -167,7 +171,7 @@ def _evaluate(args: argparse.Namespace, world: World) -> int:
     if len(dataset) == 0:
         raise UserError(f"split {split!r} of {options.dataset} under {options.data_root} has no images")
     logger.info(
-        "evaluating %s on %s/%s: %d images on %s", args.checkpoint, options.dataset, split, len(dataset), device
+        "evaluating %s on %s/%s: %d %s on %s", args.checkpoint, options.dataset, split, len(dataset), items, device
     )
 
     result = evaluate(  # the predictor's device and inference settings are used

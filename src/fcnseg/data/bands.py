@@ -66,19 +66,28 @@ class BandMoments:
         self.sum: np.ndarray | None = None
         self.sum_sq: np.ndarray | None = None
 
-    def add(self, image: torch.Tensor) -> None:
-        """Count one decoded image ``(B, H, W)``, uint8 or float32."""
+    def add(self, image: torch.Tensor, valid: np.ndarray | None = None) -> None:
+        """Count one decoded image ``(B, H, W)``, uint8 or float32: all its pixels, or those ``valid`` ``(H, W)``."""
         x = image.detach().to("cpu", torch.float64).flatten(1)  # (B, H * W)
+        if valid is not None:
+            x = x[:, torch.from_numpy(valid.reshape(-1))]
         if image.dtype == torch.uint8:
             x /= 255.0
-        sums, squares = x.sum(1).numpy(), x.square().sum(1).numpy()
+        self._accumulate(x.sum(1).numpy(), x.square().sum(1).numpy(), x.shape[1])
+
+    def __iadd__(self, other: BandMoments) -> BandMoments:
+        if other.sum is not None and other.sum_sq is not None:
+            self._accumulate(other.sum, other.sum_sq, other.pixels)
+        return self
+
+    def _accumulate(self, sums: np.ndarray, squares: np.ndarray, pixels: int) -> None:
         if self.sum is None or self.sum_sq is None:
-            self.sum, self.sum_sq = sums, squares
+            self.sum, self.sum_sq = sums.copy(), squares.copy()
         elif len(sums) == len(self.sum):
             self.sum, self.sum_sq = self.sum + sums, self.sum_sq + squares
         else:
             raise ValueError(f"an image of {len(sums)} bands among images of {len(self.sum)}")
-        self.pixels += x.shape[1]
+        self.pixels += pixels
 
     @property
     def mean(self) -> tuple[float, ...]:
@@ -110,7 +119,8 @@ def band_statistics(
     """Per-band mean and standard deviation of a dataset's images, in the decoder's ``[0, 1]`` scale.
 
     A bounded sample: at most ``max_images`` images, spread evenly over the dataset (all of them when it is smaller),
-    every pixel of each counted. Images that cannot be read are skipped.
+    every pixel of each counted (of a raster window, every pixel that is not nodata). Images that cannot be read are
+    skipped.
 
     Returns:
         ``(mean, std)``, each ``(B,)``.
@@ -124,10 +134,11 @@ def band_statistics(
     for i in range(count):
         try:
             image, _ = dataset.load(i * n // count)
+            valid = dataset.valid(i * n // count) if hasattr(dataset, "valid") else None  # rasters: not nodata
         except DataError as err:
             logger.debug("band statistics: skipping an image (%s)", err)
             continue
-        moments.add(image)
+        moments.add(image, valid)
     if not moments.pixels:
         raise DataError(f"none of the {count} images sampled for the per-band mean and std could be read")
     logger.info(

@@ -24,6 +24,7 @@ from fcnseg.data.colors import ColorTable
 from fcnseg.data.dataset import LabelDecoder, MaskScaleError, SegmentationDataset
 from fcnseg.data.errors import DataError
 from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
+from fcnseg.data.raster_windows import raster_files, raster_validation_grid
 from fcnseg.data.registry import build_dataset, dataset_splits, default_splits
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,14 @@ class ClassCounts:
         self.void_pixels += int(hist[IGNORE_INDEX])
         self.void_image_pixels += values.size if hist[IGNORE_INDEX] else 0
         self.total_pixels += values.size
+
+    def __iadd__(self, other: ClassCounts) -> ClassCounts:
+        self.pixels += other.pixels
+        self.image_pixels += other.image_pixels
+        self.void_pixels += other.void_pixels
+        self.void_image_pixels += other.void_image_pixels
+        self.total_pixels += other.total_pixels
+        return self
 
     def __add__(self, other: ClassCounts) -> ClassCounts:
         return ClassCounts(
@@ -267,12 +276,14 @@ def scan_split(dataset: SegmentationDataset, split: str, report: DataReport, *, 
     missing = {path for path, _ in dataset.missing_files()}
     for path, what in dataset.missing_files():
         report.problems.append(Problem(split, str(path), what))
+    rasters = raster_files(dataset.files)
     for index in progress_bar(range(len(dataset)), desc=f"check {report.name}/{split}", unit="img", enabled=progress):
         image_path, mask_path = dataset.files[index]
         if image_path in missing or mask_path in missing:
             continue
         try:
-            image, mask = dataset.load(index)
+            scan = _scan_raster if rasters else _scan_pair
+            size = scan(dataset, index, report, split_report.counts)
         except DataError as err:
             path, sep, message = str(err).partition(": ")
             is_path = sep and Path(path) in (image_path, mask_path)
@@ -282,10 +293,7 @@ def scan_split(dataset: SegmentationDataset, split: str, report: DataReport, *, 
             )
             continue
         split_report.num_ok += 1
-        if image.shape[0] == report.bands != 3:  # RGB takes ImageNet's statistics
-            report.band_moments.add(image)
-        split_report.counts.add(mask.numpy())
-        split_report.sizes[(int(image.shape[1]), int(image.shape[2]))] += 1
+        split_report.sizes[size] += 1
     report.splits[split] = split_report
     report.problems += label_findings(split, split_report.counts, dataset)
     report.readings[split] = mask_reading(dataset.decode_mask)
@@ -298,6 +306,32 @@ def scan_split(dataset: SegmentationDataset, split: str, report: DataReport, *, 
     if isinstance(dataset.decode_mask, LabelDecoder):
         dataset.decode_mask.reset_counts()
     logger.info("%s/%s: %d of %d items read without problems", report.name, split, split_report.num_ok, len(dataset))
+
+
+def _scan_pair(dataset: SegmentationDataset, index: int, report: DataReport, counts: ClassCounts) -> tuple[int, int]:
+    """Read pair ``index`` whole; count its classes and bands. Returns its ``(H, W)``."""
+    image, mask = dataset.load(index)
+    if image.shape[0] == report.bands != 3:  # RGB takes ImageNet's statistics
+        report.band_moments.add(image)
+    counts.add(mask.numpy())
+    return int(image.shape[1]), int(image.shape[2])
+
+
+def _scan_raster(dataset: SegmentationDataset, index: int, report: DataReport, counts: ClassCounts) -> tuple[int, int]:
+    """Read raster pair ``index`` by windows of a grid (never whole); count its classes and its bands' valid pixels.
+
+    Each window counts as an image for :class:`ClassCounts`. Nothing is counted unless every window reads.
+    """
+    grid = raster_validation_grid(dataset, pairs=[dataset.files[index]])
+    pair_counts, moments = ClassCounts.zeros(len(counts.pixels)), BandMoments()
+    for window in range(len(grid)):
+        image, mask = grid.load(window)
+        if image.shape[0] == report.bands != 3:
+            moments.add(image, grid.valid(window))
+        pair_counts.add(mask.numpy())
+    counts += pair_counts
+    report.band_moments += moments
+    return grid.shapes[0]
 
 
 VOID_MAJORITY = 0.5

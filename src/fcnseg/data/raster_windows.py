@@ -113,8 +113,12 @@ class _RasterPairs:
         image_reader, mask_reader = self.open(pair)
         image = torch.from_numpy(image_reader.read(window)).permute(2, 0, 1)
         labels = self._classes(mask_reader.read_stored(window)[0], pair, window)  # stored values, not image values
-        labels[~mask_reader.valid(window) | ~image_reader.valid(window)] = IGNORE_INDEX
+        labels[~mask_reader.valid(window) | ~self.valid(pair, window)] = IGNORE_INDEX
         return image, torch.from_numpy(labels)
+
+    def valid(self, pair: int, window: Window) -> np.ndarray:
+        """``(h, w)`` bool: the image's pixels of ``window`` that hold data (not nodata)."""
+        return self.open(pair)[0].valid(window)
 
     def _classes(self, stored: np.ndarray, pair: int, window: Window) -> np.ndarray:
         """``(h, w)`` int64 classes of stored mask values, by the dataset's reading (the values as they are without)."""
@@ -201,6 +205,10 @@ class RasterWindows(torch.utils.data.Dataset):
         """The window's image ``(B, h, w)`` and mask ``(h, w)`` int64, nodata void, before transforms."""
         return self._source.read(*self.window(index))
 
+    def valid(self, index: int) -> np.ndarray:
+        """``(h, w)`` bool: the pixels of sample ``index`` whose image holds data (statistics skip the rest)."""
+        return self._source.valid(*self.window(index))
+
     def __getitem__(self, index: int):
         image, mask = self.load(index)
         item = (tv_tensors.Image(image), tv_tensors.Mask(mask))
@@ -230,7 +238,8 @@ class RasterGrid(torch.utils.data.Dataset):
         decoder: LabelDecoder | None = None,
     ) -> None:
         self._source = _RasterPairs(pairs, bands, indexes, decoder)
-        self.pairs, self.transforms, self.classes, self.bands = self._source.pairs, transforms, classes, bands
+        self.pairs, self.shapes = self._source.pairs, self._source.shapes
+        self.transforms, self.classes, self.bands = transforms, classes, bands
         self.windows: list[tuple[int, Window]] = []
         for pair, (height, width) in enumerate(self._source.shapes):
             image = self._source.open(pair)[0]
@@ -245,6 +254,9 @@ class RasterGrid(torch.utils.data.Dataset):
 
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._source.read(*self.windows[index])
+
+    def valid(self, index: int) -> np.ndarray:
+        return self._source.valid(*self.windows[index])
 
     def __getitem__(self, index: int):
         image, mask = self.load(index)
@@ -270,7 +282,10 @@ def raster_training_windows(
     return windows
 
 
-def raster_validation_grid(dataset: SegmentationDataset, size: tuple[int, int] = VALIDATION_WINDOW) -> RasterGrid:
-    """A raster dataset's pairs on a fixed grid of ``size`` windows, with the dataset's transforms and classes."""
-    return RasterGrid(dataset.files, size, bands=dataset.bands, transforms=dataset.transforms,
-                      classes=dataset.classes, decoder=_decoder(dataset))  # fmt: skip
+def raster_validation_grid(
+    dataset: SegmentationDataset, size: tuple[int, int] = VALIDATION_WINDOW, pairs: Pairs | None = None
+) -> RasterGrid:
+    """A raster dataset's pairs (or ``pairs`` of it) on a fixed grid of ``size`` windows, with its transforms and
+    classes."""
+    return RasterGrid(dataset.files if pairs is None else pairs, size, bands=dataset.bands,
+                      transforms=dataset.transforms, classes=dataset.classes, decoder=_decoder(dataset))  # fmt: skip

@@ -284,12 +284,13 @@ class _Kernels:
 
     def message(self, q: Tensor) -> Tensor:
         """Contiguous ``(H W, K)`` -> ``(H W, K)``."""
-        out = torch.zeros_like(q)
+        out = None
         if self.lattice is not None:
-            out += self.lattice.filter(q * self.norm1).mul_(self.scale1)
+            out = self.lattice.filter(q * self.norm1).mul_(self.scale1)
         if self.params.w2 > 0:
-            out += self._gaussian(q * self.norm2).mul_(self.scale2)
-        return out
+            gaussian = self._gaussian(q * self.norm2).mul_(self.scale2)
+            out = gaussian if out is None else out.add_(gaussian)
+        return torch.zeros_like(q) if out is None else out
 
 
 def mean_field(logits: Tensor, colors: Tensor, params: CRFParams) -> Tensor:

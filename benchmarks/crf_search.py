@@ -5,7 +5,8 @@ The model's logits of every ``--every``-th validation image (up to ``--images``)
 starts from DeepLab-LargeFOV's published values (w1 4, theta_alpha 121, theta_beta 5, w2 3, theta_gamma 3, 10
 iterations; Chen et al. 2015) and changes one parameter at a time over a few values (coordinate descent, one pass,
 DeepLab's own order: w1, theta_alpha, theta_beta, then iterations; w2 and theta_gamma stay at DeepLab's values, as in
-DeepLab's search), keeping a change only when the mean IoU over those images rises. It stops when ``--budget-s``
+DeepLab's search), keeping a change only when the mean IoU over those images rises (fewer iterations: unless it falls
+by more than 0.1 point). ``--scales`` gives the logits' test-time scales. It stops when ``--budget-s``
 seconds are spent. Every trial is printed, kept or not, with the mean IoU without the CRF.
 """
 
@@ -30,10 +31,12 @@ CAMVID = ROOT.parent / "shared" / "data" / "camvid"
 
 GRID = {  # values tried per parameter, around DeepLab's (DeepLab v1 searched w1 3..5, theta_alpha 50..121, beta 3..5)
     "w1": (3.0, 5.0),
-    "theta_alpha": (50.0, 80.0),
-    "theta_beta": (3.0, 8.0),
-    "iterations": (5,),
+    "theta_alpha": (30.0, 50.0, 80.0),
+    "theta_beta": (2.0, 3.0, 8.0),
+    "iterations": (5, 3, 2),
 }
+CHEAPER_WITHIN = 0.001
+"""Fewer iterations are kept unless they lose more than this much mean IoU (0.1 point): they cost less."""
 
 
 def _miou(items: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], params: CRFParams | None, k: int) -> float:
@@ -53,10 +56,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20, help="validation images used (default 20)")
     parser.add_argument("--every", type=int, default=5, help="use every N-th image of the split (default 5)")
     parser.add_argument("--budget-s", type=float, default=240.0, help="stop trying after this many seconds")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test-time scales of the logits")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.info("processor: %s", processor_line())
-    predictor = Predictor.from_checkpoint(args.checkpoint)
+    predictor = Predictor.from_checkpoint(args.checkpoint, scales=args.scales)
     k = len(predictor.classes.names)
     dataset = build_dataset("camvid", args.data_root, args.split)
     items = []
@@ -67,7 +71,7 @@ def main() -> None:
     start = time.perf_counter()
     logging.info("%d %s images; no CRF: mean IoU %.2f%%", len(items), args.split, 100 * _miou(items, None, k))
     best = CRFParams(w1=4.0, theta_alpha=121.0, theta_beta=5.0, w2=3.0, theta_gamma=3.0, iterations=10)
-    best_miou = _miou(items, best, k)
+    best_miou = chosen_miou = _miou(items, best, k)
     logging.info("DeepLab's values %s: mean IoU %.2f%%", best, 100 * best_miou)
     trials = [(name, value) for name, values in GRID.items() for value in values]
     for name, value in trials:
@@ -76,11 +80,11 @@ def main() -> None:
             break
         trial = dataclasses.replace(best, **{name: value})
         miou = _miou(items, trial, k)
-        kept = miou > best_miou
+        kept = miou > best_miou or (name == "iterations" and miou >= best_miou - CHEAPER_WITHIN)
         logging.info("%s = %s: mean IoU %.2f%% (%s)", name, value, 100 * miou, "kept" if kept else "not kept")
-        if kept:
-            best, best_miou = trial, miou
-    logging.info("chosen: %s, mean IoU %.2f%% (%.0f s)", best, 100 * best_miou, time.perf_counter() - start)
+        if kept:  # the mark to beat never falls, so cheaper steps cannot lose 0.1 point each
+            best, best_miou, chosen_miou = trial, max(best_miou, miou), miou
+    logging.info("chosen: %s, mean IoU %.2f%% (%.0f s)", best, 100 * chosen_miou, time.perf_counter() - start)
     logging.info("per-image mean IoUs are noisy on %d images: treat gains under 0.5 points as ties", len(items))
 
 

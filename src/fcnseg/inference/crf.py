@@ -145,9 +145,7 @@ class PermutohedralLattice:
         rounded = torch.round(elevated / d1)
         rem0 = rounded * d1
         diff = elevated - rem0
-        by_diff = torch.argsort(diff, dim=1, descending=True, stable=True)
-        rank = torch.empty_like(by_diff).scatter_(1, by_diff, torch.arange(d1, device=dev).expand(p, d1))
-        rank += rounded.sum(1, keepdim=True).long()
+        rank = _ranks(diff) + rounded.sum(1, keepdim=True).long()
         low, high = rank < 0, rank > d
         rank = rank + d1 * low - d1 * high
         rem0 = rem0 + d1 * low - d1 * high
@@ -188,9 +186,12 @@ class PermutohedralLattice:
         # vertex r's is rem0's + r sum(strides) - d1 sum_k strides_k [rank_k > d - r], without forming the keys.
         low = rem0.amin(0) - 2 * d1
         base, strides = _codes(rem0, low, rem0.amax(0) + 2 * d1)
-        r = torch.arange(d1, device=dev)
-        wrapped = ((rank[:, None, :] > d - r[:, None]) * strides).sum(2)  # (S, d+1)
-        vertex_codes = base[:, None] + r * strides.sum() - d1 * wrapped
+        # wrapped[:, r] = sum_k strides_k [rank_k > d - r]: the strides by rank, summed from the top rank down.
+        by_rank = torch.zeros(rank.shape[0], d1, dtype=strides.dtype, device=dev).scatter_(
+            1, rank, strides.expand_as(rank)
+        )
+        wrapped = torch.cat([by_rank.new_zeros(rank.shape[0], 1), by_rank.flip(1).cumsum(1)[:, :d]], 1)  # (S, d+1)
+        vertex_codes = base[:, None] + torch.arange(d1, device=dev) * strides.sum() - d1 * wrapped
         codes, of_simplex = torch.unique(vertex_codes, sorted=True, return_inverse=True)
         vertex, remainder = of_simplex.int().view(-1, d1).sort(1)  # sorted once per simplex, not per point
         return vertex.index_select(0, inverse), remainder.index_select(0, inverse), codes, strides
@@ -217,6 +218,18 @@ class PermutohedralLattice:
             blurred = grid.index_select(0, self.neighbours[j, 0]) + grid.index_select(0, self.neighbours[j, 1])
             grid[:-1] += 0.5 * blurred
         return (self.slice_matrix @ grid[:-1]) * (1.0 / (1.0 + 2.0**-self.d))
+
+
+def _ranks(values: Tensor) -> Tensor:
+    """``(P, n)`` -> the rank of each value in its row, largest first, ties by position (a stable descending sort)."""
+    columns = values.T.contiguous()  # 30 comparisons of contiguous columns: twice as fast as argsort over rows
+    n = columns.shape[0]
+    rank = torch.zeros(columns.shape, dtype=torch.long, device=values.device)
+    for i in range(n):
+        for j in range(n):
+            if j != i:  # j ranks before i
+                rank[i] += columns[j] > columns[i] if j > i else columns[j] >= columns[i]
+    return rank.T
 
 
 def _codes(keys: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:

@@ -186,11 +186,9 @@ class PermutohedralLattice:
         # vertex r's is rem0's + r sum(strides) - d1 sum_k strides_k [rank_k > d - r], without forming the keys.
         low = rem0.amin(0) - 2 * d1
         base, strides = _codes(rem0, low, rem0.amax(0) + 2 * d1)
-        # wrapped[:, r] = sum_k strides_k [rank_k > d - r]: the strides by rank, summed from the top rank down.
-        by_rank = torch.zeros(rank.shape[0], d1, dtype=strides.dtype, device=dev).scatter_(
-            1, rank, strides.expand_as(rank)
-        )
-        wrapped = torch.cat([by_rank.new_zeros(rank.shape[0], 1), by_rank.flip(1).cumsum(1)[:, :d]], 1)  # (S, d+1)
+        # The last sum: each stride placed at its coordinate's rank, summed from the top rank down.
+        by_rank = strides.new_zeros(rank.shape[0], d1).scatter_(1, rank, strides.expand_as(rank))
+        wrapped = torch.cat([by_rank[:, :1] * 0, by_rank.flip(1).cumsum(1)[:, :d]], 1)  # (S, d+1)
         vertex_codes = base[:, None] + torch.arange(d1, device=dev) * strides.sum() - d1 * wrapped
         codes, of_simplex = torch.unique(vertex_codes, sorted=True, return_inverse=True)
         vertex, remainder = of_simplex.int().view(-1, d1).sort(1)  # sorted once per simplex, not per point

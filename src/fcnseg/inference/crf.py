@@ -163,7 +163,8 @@ class PermutohedralLattice:
         with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are stable
             warnings.simplefilter("ignore", UserWarning)
             crow = torch.arange(0, p * d1 + 1, d1, device=dev, dtype=torch.int32)
-            self.slice_matrix = torch.sparse_csr_tensor(crow, vertex, weights, (p, m))
+            gain = 1.0 / (1.0 + 2.0**-d)  # the blur's, divided out by the slice
+            self.slice_matrix = torch.sparse_csr_tensor(crow, vertex, weights * gain, (p, m))
             self.splat_matrix = torch.sparse_csr_tensor(
                 splat_rows, (order // d1).int(), weights.index_select(0, order), (m, p)
             )
@@ -213,9 +214,15 @@ class PermutohedralLattice:
         """``(P, C)`` float32 -> ``(P, C)``: splat, blur along each lattice direction, slice."""
         grid = torch.cat([self.splat_matrix @ values, values.new_zeros(1, values.shape[1])])  # (M + 1, C); row M: 0
         for j in range(self.d + 1):
-            blurred = grid.index_select(0, self.neighbours[j, 0]) + grid.index_select(0, self.neighbours[j, 1])
-            grid[:-1] += 0.5 * blurred
-        return (self.slice_matrix @ grid[:-1]) * (1.0 / (1.0 + 2.0**-self.d))
+            blurred = grid.index_select(0, self.neighbours[j, 0]).add_(grid.index_select(0, self.neighbours[j, 1]))
+            grid[:-1].add_(blurred, alpha=0.5)
+        return self.slice_matrix @ grid[:-1]
+
+    def weigh(self, before: Tensor, after: Tensor) -> None:
+        """Make :meth:`filter` ``after * filter(before * values)`` for per-point factors ``(P, 1)``, in its matrices
+        (two products over ``(P, C)`` saved per call)."""
+        self.splat_matrix.values().mul_(before.reshape(-1).index_select(0, self.splat_matrix.col_indices()))
+        self.slice_matrix.values().mul_(after.reshape(-1).repeat_interleave(self.d + 1))
 
 
 def _ranks(values: Tensor) -> Tensor:
@@ -281,8 +288,8 @@ class _Kernels:
             position = torch.stack([xs, ys]).view(2, -1) / params.theta_alpha
             features = torch.cat([position, colors.reshape(3, -1) / params.theta_beta]).T  # (HW, 5)
             self.lattice = PermutohedralLattice(features)
-            self.norm1 = self.lattice.filter(colors.new_ones(h * w, 1)).clamp_min(1e-6).rsqrt()  # (HW, 1)
-            self.scale1 = self.norm1 * params.w1
+            norm1 = self.lattice.filter(colors.new_ones(h * w, 1)).clamp_min(1e-6).rsqrt()  # (HW, 1)
+            self.lattice.weigh(norm1, norm1 * params.w1)
         if params.w2 > 0:
             self.norm2 = self._gaussian(colors.new_ones(h * w, 1)).rsqrt()  # (HW, 1)
             self.scale2 = self.norm2 * params.w2
@@ -297,7 +304,7 @@ class _Kernels:
         """Contiguous ``(H W, K)`` -> ``(H W, K)``."""
         out = None
         if self.lattice is not None:
-            out = self.lattice.filter(q * self.norm1).mul_(self.scale1)
+            out = self.lattice.filter(q)  # normalised and weighted by the lattice's matrices
         if self.params.w2 > 0:
             gaussian = self._gaussian(q * self.norm2).mul_(self.scale2)
             out = gaussian if out is None else out.add_(gaussian)

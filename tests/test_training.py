@@ -4,6 +4,7 @@ staged initialisation, checkpoints and the ``fcnseg train`` command on a tiny ge
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -141,6 +142,7 @@ def test_camvid_preset_is_the_modern_one_with_its_steps_hardest_pixels_and_lovas
     modern, camvid = config(), config("--preset", "camvid")
     assert (modern.hard_fraction, modern.lovasz, modern.iters) == (1.0, 0.0, 2000)
     assert (camvid.hard_fraction, camvid.lovasz, camvid.iters, camvid.epochs) == (0.25, 1.0, 8000, None)
+    assert (modern.test_scales, camvid.test_scales) == ((), (1.0, 1.25, 1.5, 1.75, 2.0))
     assert config("--preset", "camvid", "--lovasz", "0").lovasz == 0.0  # a flag overrides the preset
     assert camvid.lr == modern.lr and camvid.warmup == modern.warmup == 100
     by_epochs = config("--preset", "camvid", "--epochs", "3")  # the preset's step count yields to --epochs
@@ -451,3 +453,25 @@ def test_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
 def test_bad_arguments_exit_with_a_message(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert main(["train", "--data-root", str(tmp_path / "missing"), "--dataset", "camvid"]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_test_scales_are_chosen_on_validation_and_become_the_checkpoints_default(shapes: Path, tmp_path: Path) -> None:
+    """With `test_scales` the run scores best.pt on the validation split at each scale, records the best in it, and
+    predict, eval, serve and exports then run at that scale unless told otherwise."""
+    from fcnseg.inference.export import export_checkpoint
+    from fcnseg.inference.predictor import Predictor
+
+    out = tmp_path / "run"
+    scores = train(_config(shapes, out, test_scales=(0.75, 1.5, 1.0)))["val_mean_iou_by_test_scale"]
+    chosen = load_checkpoint(out / "best.pt")["inference"]["scales"]
+    assert list(scores) == [0.75, 1.5, 1.0] and chosen == [max(scores, key=scores.__getitem__)]
+    argv = ["eval", str(out / "best.pt"), "--backend", "torch", "--precision", "fp32", "--device", "cpu"]
+    for scale, miou in [*scores.items(), (None, scores[chosen[0]])]:  # None: no --scales, the recorded one
+        report = tmp_path / f"{scale}.json"
+        assert main([*argv, "--json", str(report), "--no-progress", *(["--scales", str(scale)] if scale else [])]) == 0
+        assert json.loads(report.read_text())["mean_iou"] == pytest.approx(miou, abs=1e-9)  # eval's own path
+    assert Predictor.from_checkpoint(out / "best.pt", backend="torch").scales == tuple(chosen)
+    assert Predictor.from_checkpoint(out / "best.pt", backend="torch", scales=(1.0,)).scales == (1.0,)
+    export_checkpoint(out / "best.pt", "onnx", tmp_path / "m.onnx")
+    if importlib.util.find_spec("onnxruntime"):
+        assert Predictor.from_checkpoint(tmp_path / "m.onnx", backend="onnxruntime").scales == tuple(chosen)

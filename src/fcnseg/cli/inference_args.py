@@ -47,7 +47,13 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, batch_size: bool
         help="tile automatically when an image needs more than GB GiB (default: whole images)",
     )
     group.add_argument("--overlap", type=float, default=1 / 3, help="sliding-window overlap fraction (default 1/3)")
-    group.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test-time scales (default 1.0)")
+    group.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=None,
+        help="test-time scales, logits averaged (default: the scale the checkpoint records, else 1.0)",
+    )
     group.add_argument("--flip", action="store_true", help="also average the horizontally flipped prediction")
     if batch_size:
         group.add_argument("--batch-size", type=int, default=1, help="same-size images inferred together (default 1)")
@@ -123,7 +129,6 @@ def predictor_options(args: argparse.Namespace) -> dict[str, Any]:
         "tile_size": tuple(args.tile_size) if args.tile_size else ("auto" if args.memory_budget else None),
         "memory_budget": budget * 2**30,
         "overlap": args.overlap,
-        "scales": tuple(args.scales),
         "flip": args.flip,
         "crf": crf_params(args),
-    }
+    } | ({"scales": tuple(args.scales)} if args.scales else {})

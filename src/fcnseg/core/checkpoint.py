@@ -18,7 +18,15 @@ from torch import nn
 from fcnseg.core.io import atomic_path
 from fcnseg.core.safe_load import load_tensors
 
-__all__ = ["FORMAT", "VERSION", "load_checkpoint", "make_checkpoint", "recorded_config", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "load_checkpoint",
+    "make_checkpoint",
+    "recorded_config",
+    "recorded_scales",
+    "save_checkpoint",
+]
 
 FORMAT = "fcnseg-checkpoint"
 VERSION = 1
@@ -88,3 +96,9 @@ def recorded_config(path: str | os.PathLike) -> dict[str, Any]:
     ckpt = load_tensors(Path(path), what="checkpoint", map_location="cpu")
     config = ckpt.get("config") if isinstance(ckpt, dict) else None
     return config if isinstance(config, dict) else {}
+
+
+def recorded_scales(info: dict[str, Any] | None) -> tuple[float, ...]:
+    """The input scales a checkpoint's ``inference`` entry or an exported model's metadata records (the scale
+    ``fcnseg train`` chose on its validation split, with ``test_scales``), else ``(1.0,)``."""
+    return tuple(float(s) for s in (info or {}).get("scales") or (1.0,))

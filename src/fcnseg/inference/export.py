@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.export import Dim
 
 import fcnseg.models as models
-from fcnseg.core.checkpoint import load_checkpoint
+from fcnseg.core.checkpoint import load_checkpoint, recorded_scales
 from fcnseg.inference.memory import estimate_memory
 from fcnseg.inference.optimize import per_channel_upsamplers
 from fcnseg.inference.runtimes import load_openvino, openvino_from_onnx
@@ -85,7 +85,9 @@ class NormalizedModel(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
-def _metadata(model: nn.Module, classes: dict[str, Any], mean: Sequence[float], std: Sequence[float]) -> dict[str, str]:
+def _metadata(
+    model: nn.Module, classes: dict[str, Any], mean: Sequence[float], std: Sequence[float], scales: Sequence[float]
+) -> dict[str, str]:
     memory = estimate_memory(model)  # measured in fp32 on the PyTorch model: lets a runtime choose tiles
     bands = len(mean)
     kind = "RGB" if bands == 3 else f"{bands}-band"
@@ -95,6 +97,7 @@ def _metadata(model: nn.Module, classes: dict[str, Any], mean: Sequence[float], 
         "classes": {"names": list(classes["names"]), "colors": [list(map(int, c)) for c in classes["colors"]]},
         "normalization": {"mean": list(map(float, mean)), "std": list(map(float, std))},
         "memory": {"bytes_per_pixel": memory.bytes_per_pixel, "pad": memory.pad},
+        "scales": [float(s) for s in scales],  # the input scale(s) the model is run at by default
     }
     return {
         "fcnseg": json.dumps(info),
@@ -216,6 +219,7 @@ def export_model(
     std: Sequence[float],
     check_sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
     tolerance: float = 1e-3,
+    scales: Sequence[float] = (1.0,),
 ) -> float:
     """Write ``model`` (with its normalisation) in ``fmt`` to ``path``, load it back and compare it with eager.
 
@@ -242,7 +246,7 @@ def export_model(
     try:
         with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
             tmp = Path(folder) / path.name
-            write(wrapper, tmp, example, _metadata(wrapper, classes, mean, std))
+            write(wrapper, tmp, example, _metadata(wrapper, classes, mean, std, scales))
             diff = _max_diff(reference, load(tmp), check_sizes, tolerance)
             for written in sorted(Path(folder).iterdir(), key=lambda f: f == tmp):  # the main file last
                 os.replace(written, path.with_suffix(written.suffix) if written != tmp else path)
@@ -264,6 +268,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
     ckpt = load_checkpoint(checkpoint)
     model = models.model_from_checkpoint(ckpt)
     norm = ckpt["normalization"]
+    kwargs.setdefault("scales", recorded_scales(ckpt.get("inference")))
     diff = export_model(model, Path(out), fmt, classes=ckpt["classes"], mean=norm["mean"], std=norm["std"], **kwargs)
     logger.info("exported %s to %s (max |logit difference| vs eager: %.3g)", fmt, out, diff)
     return diff

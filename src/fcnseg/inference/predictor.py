@@ -26,7 +26,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 import fcnseg.models as models
-from fcnseg.core.checkpoint import load_checkpoint
+from fcnseg.core.checkpoint import load_checkpoint, recorded_scales
 from fcnseg.core.device import autocast_dtype, memory_format, resolve_device
 from fcnseg.data.classes import ClassInfo, as_class_info
 from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize_image
@@ -168,7 +168,8 @@ class Predictor:
                 an ONNX file, OpenVINO when installed, else ONNX Runtime. The choice is logged and kept in
                 :attr:`backend` (and :attr:`computes_in`). Ask for ``"torch"`` to run the PyTorch model itself
                 (e.g. to read :attr:`model`'s weights or to score a model that training keeps changing).
-            kwargs: passed to ``__init__`` (classes and normalisation default to the file's).
+            kwargs: passed to ``__init__`` (classes, normalisation and scales default to the file's: a run with
+                ``test_scales`` records the scale it chose on validation).
         """
         predictor = cls._open(Path(path), device, backend or "auto", **kwargs)
         name, used = Path(path).name, f"{predictor.backend} ({predictor.computes_in})"
@@ -188,6 +189,7 @@ class Predictor:
         ckpt = load_checkpoint(path)
         norm = ckpt.get("normalization") or {}
         kwargs.setdefault("classes", ckpt.get("classes"))
+        kwargs.setdefault("scales", recorded_scales(ckpt.get("inference")))
         kwargs.setdefault("mean", norm.get("mean", IMAGENET_MEAN))
         kwargs.setdefault("std", norm.get("std", IMAGENET_STD))
         return cls(models.model_from_checkpoint(ckpt), device=device, backend=backend, **kwargs)
@@ -206,6 +208,7 @@ class Predictor:
         precision = kwargs.get("precision", "auto")
         model = load_onnxruntime(path) if backend == "onnxruntime" else load_openvino(path, precision=precision)
         kwargs.setdefault("classes", model.metadata.get("classes"))
+        kwargs.setdefault("scales", recorded_scales(model.metadata))
         kwargs |= {"mean": (0.0,) * input_bands(model), "std": (1.0,) * input_bands(model)}
         return cls(model, device=device, **kwargs)
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 import fcnseg.models as models
-from fcnseg.core.checkpoint import load_checkpoint
+from fcnseg.core.checkpoint import load_checkpoint, recorded_scales
 from fcnseg.inference.export import export_model
 from fcnseg.inference.images import load_bands
 from fcnseg.inference.runtimes import load_openvino, openvino_metadata, require
@@ -96,7 +96,8 @@ def quantize_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as folder:
         fp32_path = Path(folder) / "fp32.xml"
-        export_model(model, fp32_path, "openvino", classes=ckpt["classes"], mean=norm["mean"], std=norm["std"])
+        export_model(model, fp32_path, "openvino", classes=ckpt["classes"], mean=norm["mean"], std=norm["std"],
+                     scales=recorded_scales(ckpt.get("inference")))  # fmt: skip
         fp32 = ov.Core().read_model(str(fp32_path))
         int8 = quantize_openvino(fp32, calibration)
         tmp = Path(folder) / out.name

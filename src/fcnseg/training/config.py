@@ -43,8 +43,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "modern": {},
     # Chosen on CamVid's validation split (docs/results.md): the loss over the hardest quarter of the pixels and an
     # added Lovasz-softmax term help a long fine-tuning run on thin classes; the hard-pixel loss slows short runs and
-    # runs from scratch, so neither is the modern default.
-    "camvid": {"hard_fraction": 0.25, "lovasz": 1.0, "iters": 8000},
+    # runs from scratch, so neither is the modern default. The input scale predict runs at is chosen on val at the end.
+    "camvid": {"hard_fraction": 0.25, "lovasz": 1.0, "iters": 8000, "test_scales": (1.0, 1.25, 1.5, 1.75, 2.0)},
     "paper": {
         "schedule": "fixed",
         "momentum": 0.99,
@@ -138,6 +138,11 @@ class TrainConfig(DataOptions):
     sync_bn: bool = _f(True, "under torchrun on GPUs, batch norm over the global batch (SyncBatchNorm)")
     dist_timeout: float = _f(600.0, "under torchrun, seconds a process waits for the others before it fails")
     skip_nonfinite: bool = _f(False, "skip (and count) batches whose loss is not finite instead of stopping")
+    test_scales: tuple[float, ...] = _f(
+        (),
+        "input scales tried on the validation split at the end of the run, one at a time; the best is recorded in "
+        "best.pt, and predict, eval and serve run at it unless --scales says otherwise (empty: scale 1)",
+    )
 
     def resolved(self) -> TrainConfig:
         """Check values and fill derived defaults."""
@@ -187,6 +192,9 @@ class TrainConfig(DataOptions):
             raise ValueError(f"--color-tolerance must be 0 or more, got {self.color_tolerance}")
         if self.mask_values is not None:
             self.mask_values = [int(v) for v in self.mask_values]
+        self.test_scales = tuple(float(s) for s in self.test_scales)
+        if any(s <= 0 for s in self.test_scales):
+            raise ValueError(f"test_scales must be positive, got {list(self.test_scales)}")
         self.builder_options()  # an option of another dataset layout fails here
         if not self.data_root:
             raise ValueError("--data-root is required: the folder of the dataset to train on")
@@ -265,6 +273,7 @@ CONFIG_ONLY = (
     "at_once",
     "class_weights",
     "sync_bn",
+    "test_scales",
 )
 """Keys of the config file (and of ``config.json``) without a flag: the paper preset's knobs and rarely changed ones.
 Every field of :class:`TrainConfig` is in :data:`FLAG_GROUPS` or here."""

@@ -276,11 +276,31 @@ class Trainer:
             raise TrainingError(f"{err}. {self._data_hint()}") from err
         return result.metrics
 
-    def _evaluate(self):
+    def _evaluate(self, scales: tuple[float, ...] = (1.0,)):
         with model_state_kept(self.model):  # the predictor puts it in eval mode (and channels_last on the CPU)
-            predictor = Predictor(self.model, classes=self.classes, device=self.device,
+            predictor = Predictor(self.model, classes=self.classes, device=self.device, scales=scales,
                                   precision=self.config.precision, mean=self.mean, std=self.std)  # fmt: skip
             return evaluate(predictor, self.val_set, progress=False, world=self.world)
+
+    def _choose_test_scale(self) -> dict[float, float]:
+        """Score ``best.pt`` on the validation split at each of ``test_scales``; record the best scale in it.
+
+        Returns the validation mean IoU at each scale (a tie goes to the scale listed first).
+        """
+        self.world.barrier()  # the main process wrote best.pt
+        best = load_checkpoint(self.folder / "best.pt")
+        self.model.load_state_dict(best["state_dict"])  # the run is over; its last weights are in last.pt
+        self.model.eval()
+        scores = {s: self._evaluate(scales=(s,)).metrics["mean_iou"] for s in self.config.test_scales}
+        chosen = max(scores, key=scores.__getitem__)
+        shown = ", ".join(f"{s:g}: {100 * v:.2f}%" for s, v in scores.items())
+        log.info("test scale %g chosen on %s (mean IoU at each scale: %s); recorded in best.pt", chosen,
+                 self.val_split, shown)  # fmt: skip
+        if self.world.is_main:
+            by_scale = {f"{s:g}": v for s, v in scores.items()}
+            best["inference"] = {"scales": [chosen], "chosen_on": self.val_split, "val_mean_iou": by_scale}
+            save_checkpoint(best, self.folder / "best.pt")
+        return scores
 
     def _data_hint(self) -> str:
         if self.rasters:  # --skip-bad-samples leaves out files, not windows
@@ -441,6 +461,8 @@ class Trainer:
             "best_val_mean_iou": self.best_miou,
             "nonfinite_skipped": self.nonfinite,
         }
+        if c.test_scales and self.val_set is not None:
+            summary["val_mean_iou_by_test_scale"] = self._choose_test_scale()
         if main:
             write_text(self.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
         self.world.barrier()  # the run (and its files) ends for all processes together

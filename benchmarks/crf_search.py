@@ -6,8 +6,9 @@ starts from DeepLab-LargeFOV's published values (w1 4, theta_alpha 121, theta_be
 iterations; Chen et al. 2015) and changes one parameter at a time over a few values (coordinate descent, one pass,
 DeepLab's own order: w1, theta_alpha, theta_beta, then iterations; w2 and theta_gamma stay at DeepLab's values, as in
 DeepLab's search), keeping a change only when the mean IoU over those images rises (fewer iterations: unless it falls
-by more than 0.1 point). ``--scales`` gives the logits' test-time scales. It stops when ``--budget-s``
-seconds are spent. Every trial is printed, kept or not, with the mean IoU without the CRF.
+by more than 0.1 point). The logits are at the scale the checkpoint records unless ``--scales`` says otherwise.
+It stops when ``--budget-s`` seconds are spent. Every trial is printed, kept or not, with the mean IoU without the
+CRF.
 """
 
 from __future__ import annotations
@@ -56,11 +57,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20, help="validation images used (default 20)")
     parser.add_argument("--every", type=int, default=5, help="use every N-th image of the split (default 5)")
     parser.add_argument("--budget-s", type=float, default=240.0, help="stop trying after this many seconds")
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test-time scales of the logits")
+    parser.add_argument("--scales", type=float, nargs="+", help="test-time scales (default: the checkpoint's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.info("processor: %s", processor_line())
-    predictor = Predictor.from_checkpoint(args.checkpoint, scales=args.scales)
+    predictor = Predictor.from_checkpoint(args.checkpoint, **({"scales": args.scales} if args.scales else {}))
+    logging.info("logits at scales %s", list(predictor.scales))
     k = len(predictor.classes.names)
     dataset = build_dataset("camvid", args.data_root, args.split)
     items = []

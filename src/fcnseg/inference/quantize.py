@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import fcnseg.models as models
@@ -37,18 +38,23 @@ __all__ = ["calibration_arrays", "quantize_checkpoint", "quantize_openvino"]
 logger = logging.getLogger(__name__)
 
 
-def calibration_arrays(images: Sequence[Any], bands: int = 3) -> list[np.ndarray]:
+def calibration_arrays(images: Sequence[Any], bands: int = 3, scale: float = 1.0) -> list[np.ndarray]:
     """Images (paths, PIL images, arrays) -> ``(1, B, H, W)`` float32 arrays in ``[0, 1]``, one per image.
 
     Read for a model of ``bands`` bands by the decoder's rules (RGB for 3), in the scale the exported graph takes:
-    8-bit data / 255, other data as decoded (16-bit / 65535).
+    8-bit data / 255, other data as decoded (16-bit / 65535); resized by ``scale`` as inference resizes them (the
+    input scale a checkpoint records), so that calibration sees what the graph will.
     """
     arrays = []
     for image in images:
         reason = f"its checkpoint was trained on {'RGB' if bands == 3 else f'{bands}-band'} images"
         values = np.asarray(load_bands(image, bands, reason))  # (H, W, B)
         scaled = values.astype(np.float32) / 255.0 if values.dtype == np.uint8 else values.astype(np.float32)
-        arrays.append(np.ascontiguousarray(scaled.transpose(2, 0, 1)[None]))
+        array = torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)[None]))
+        if scale != 1.0:
+            size = (max(1, round(array.shape[2] * scale)), max(1, round(array.shape[3] * scale)))
+            array = F.interpolate(array, size=size, mode="bilinear", align_corners=False)
+        arrays.append(array.numpy())
     return arrays
 
 
@@ -92,12 +98,13 @@ def quantize_checkpoint(
     ckpt = load_checkpoint(checkpoint)
     model: nn.Module = models.model_from_checkpoint(ckpt)
     norm = ckpt["normalization"]
-    calibration = calibration_arrays(calibration_images, bands=len(norm["mean"]))
+    scales = recorded_scales(ckpt.get("inference"))
+    calibration = [a for s in scales for a in calibration_arrays(calibration_images, len(norm["mean"]), s)]
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as folder:
         fp32_path = Path(folder) / "fp32.xml"
         export_model(model, fp32_path, "openvino", classes=ckpt["classes"], mean=norm["mean"], std=norm["std"],
-                     scales=recorded_scales(ckpt.get("inference")))  # fmt: skip
+                     scales=scales)  # fmt: skip
         fp32 = ov.Core().read_model(str(fp32_path))
         int8 = quantize_openvino(fp32, calibration)
         tmp = Path(folder) / out.name

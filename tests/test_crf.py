@@ -93,7 +93,7 @@ def test_gaussian_filter_is_exact_up_to_truncation():
         np.testing.assert_allclose(got, exact, rtol=2e-4, atol=0)
 
 
-@pytest.mark.parametrize("widths", [(121.0, 5.0), (6.0, 13.0), (10.0, 20.0)])
+@pytest.mark.parametrize("widths", [(30.0, 2.0), (121.0, 5.0), (6.0, 13.0), (10.0, 20.0)])  # CRFParams, DeepLab
 @pytest.mark.parametrize("seed", [0, 1])
 def test_lattice_messages_match_brute_force(widths, seed):
     """Normalised bilateral messages ``k / sqrt(n_i n_j)`` of class probabilities, lattice vs O(N^2)."""

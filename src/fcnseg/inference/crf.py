@@ -189,7 +189,7 @@ class PermutohedralLattice:
         base, strides = _codes(rem0, low, rem0.amax(0) + 2 * d1)
         # The last sum: each stride placed at its coordinate's rank, summed from the top rank down.
         by_rank = strides.new_zeros(rank.shape[0], d1).scatter_(1, rank, strides.expand_as(rank))
-        wrapped = torch.cat([by_rank[:, :1] * 0, by_rank.flip(1).cumsum(1)[:, :d]], 1)  # (S, d+1)
+        wrapped = torch.cat([torch.zeros_like(by_rank[:, :1]), by_rank.flip(1).cumsum(1)[:, :d]], 1)  # (S, d+1)
         vertex_codes = base[:, None] + torch.arange(d1, device=dev) * strides.sum() - d1 * wrapped
         codes, of_simplex = torch.unique(vertex_codes, sorted=True, return_inverse=True)
         vertex, remainder = of_simplex.int().view(-1, d1).sort(1)  # sorted once per simplex, not per point
@@ -227,7 +227,7 @@ class PermutohedralLattice:
 
 def _ranks(values: Tensor) -> Tensor:
     """``(P, n)`` -> the rank of each value in its row, largest first, ties by position (a stable descending sort)."""
-    columns = values.T.contiguous()  # 30 comparisons of contiguous columns: twice as fast as argsort over rows
+    columns = values.T.contiguous()  # n (n - 1) comparisons of contiguous columns: twice as fast as argsort (n = 6)
     n = columns.shape[0]
     rank = torch.zeros(columns.shape, dtype=torch.long, device=values.device)
     for i in range(n):

@@ -173,7 +173,8 @@ class Predictor:
         """
         predictor = cls._open(Path(path), device, backend or "auto", **kwargs)
         name, used = Path(path).name, f"{predictor.backend} ({predictor.computes_in})"
-        logger.info("%s runs through %s on %s", name, used, predictor.device)
+        scales = "" if predictor.scales == (1.0,) else f" at input scale {' + '.join(map(str, predictor.scales))}"
+        logger.info("%s runs through %s on %s%s", name, used, predictor.device, scales)
         return predictor
 
     @classmethod

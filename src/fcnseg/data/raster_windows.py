@@ -101,6 +101,7 @@ class _RasterPairs:
         self.shapes = [check_pair(i, m) for i, m in self.pairs]
         self.bands, self.indexes, self.decoder = bands, indexes, decoder
         self._readers: dict[int, tuple[RasterReader, RasterReader]] = {}
+        self._last_valid: tuple[int, Window, np.ndarray] | None = None
 
     def open(self, pair: int) -> tuple[RasterReader, RasterReader]:
         if pair not in self._readers:
@@ -117,8 +118,14 @@ class _RasterPairs:
         return image, torch.from_numpy(labels)
 
     def valid(self, pair: int, window: Window) -> np.ndarray:
-        """``(h, w)`` bool: the image's pixels of ``window`` that hold data (not nodata)."""
-        return self.open(pair)[0].valid(window)
+        """``(h, w)`` bool: the image's pixels of ``window`` that hold data (not nodata).
+
+        The last window's is kept: statistics ask for it right after :meth:`read`, and GDAL reads the data again to
+        compute a nodata mask.
+        """
+        if self._last_valid is None or self._last_valid[:2] != (pair, window):
+            self._last_valid = (pair, window, self.open(pair)[0].valid(window))
+        return self._last_valid[2]
 
     def _classes(self, stored: np.ndarray, pair: int, window: Window) -> np.ndarray:
         """``(h, w)`` int64 classes of stored mask values, by the dataset's reading (the values as they are without)."""
@@ -135,7 +142,7 @@ class _RasterPairs:
         return labels
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_readers": {}}  # open files do not travel to DataLoader workers
+        return {**self.__dict__, "_readers": {}, "_last_valid": None}  # nor open files to DataLoader workers
 
 
 class RasterWindows(torch.utils.data.Dataset):

@@ -290,7 +290,6 @@ class Trainer:
         self.world.barrier()  # the main process wrote best.pt
         best = load_checkpoint(self.folder / "best.pt")
         self.model.load_state_dict(best["state_dict"])  # the run is over; its last weights are in last.pt
-        self.model.eval()
         scores = {s: self._evaluate(scales=(s,)).metrics["mean_iou"] for s in self.config.test_scales}
         chosen = max(scores, key=scores.__getitem__)
         shown = ", ".join(f"{s:g}: {100 * v:.2f}%" for s, v in scores.items())

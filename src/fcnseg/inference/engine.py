@@ -30,6 +30,8 @@ from fcnseg.inference.tiling import iter_bands, tile_starts
 __all__ = [
     "choose_tile_size",
     "class_indices",
+    "rescale",
+    "scaled_size",
     "segment_bands",
     "segment_logits",
     "tile_starts",
@@ -121,6 +123,18 @@ def _gather(bands: Iterator[tuple[int, Tensor]], height: int) -> Tensor:
     return out
 
 
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """The size an image of ``height x width`` is inferred at for a test-time ``scale``."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def rescale(images: Tensor, scale: float) -> Tensor:
+    """``(N, C, H, W)`` resized (bilinear) to :func:`scaled_size`, as test-time scales resize them."""
+    h, w = images.shape[-2:]
+    size = scaled_size(h, w, scale)
+    return images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
+
 def segment_logits(
     model: nn.Module,
     images: Tensor,
@@ -154,11 +168,10 @@ def segment_logits(
     total: Tensor | None = None
     with torch.inference_mode():
         for scale in scales:
-            size = (max(1, round(h * scale)), max(1, round(w * scale)))
-            x = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+            x = rescale(images, scale)
             bands = segment_bands(model, x, tile_size=tile_size, overlap=overlap, flip=flip, precision=precision)
-            logits = _gather(bands, size[0])
-            if size != (h, w):
+            logits = _gather(bands, x.shape[-2])
+            if x.shape[-2:] != (h, w):
                 logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
             if len(scales) == 1:
                 return logits  # no copy: 1 GB for 21 classes at 12 megapixels

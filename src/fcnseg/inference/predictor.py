@@ -31,7 +31,7 @@ from fcnseg.core.device import autocast_dtype, memory_format, resolve_device
 from fcnseg.data.classes import ClassInfo, as_class_info
 from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize_image
 from fcnseg.inference.crf import CRFParams, dense_crf
-from fcnseg.inference.engine import choose_tile_size, class_indices, segment_bands, segment_logits
+from fcnseg.inference.engine import choose_tile_size, class_indices, scaled_size, segment_bands, segment_logits
 from fcnseg.inference.export import cached_openvino, export_model
 from fcnseg.inference.images import load_bands
 from fcnseg.inference.inputs import input_bands
@@ -259,8 +259,7 @@ class Predictor:
             if isinstance(self.model, RuntimeModel):
                 raise ValueError("tile_size='auto' needs the memory model stored by `fcnseg export`; pass tile_size")
             self._memory = estimate_memory(self.model)
-        scale = max(self.scales)
-        hw = (max(1, round(height * scale)), max(1, round(width * scale)))
+        hw = scaled_size(height, width, max(self.scales))
         band_row = 4 * len(self.classes.names) * hw[1]  # float32 logits of one image row, blended band by band
         return choose_tile_size(self._memory, hw, self.memory_budget, batch_size=batch_size, bytes_per_row=band_row)
 

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import fcnseg.models as models
 from fcnseg.core.checkpoint import load_checkpoint, recorded_scales
+from fcnseg.inference.engine import rescale
 from fcnseg.inference.export import export_model
 from fcnseg.inference.images import load_bands
 from fcnseg.inference.runtimes import load_openvino, openvino_metadata, require
@@ -51,10 +51,7 @@ def calibration_arrays(images: Sequence[Any], bands: int = 3, scale: float = 1.0
         values = np.asarray(load_bands(image, bands, reason))  # (H, W, B)
         scaled = values.astype(np.float32) / 255.0 if values.dtype == np.uint8 else values.astype(np.float32)
         array = torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)[None]))
-        if scale != 1.0:
-            size = (max(1, round(array.shape[2] * scale)), max(1, round(array.shape[3] * scale)))
-            array = F.interpolate(array, size=size, mode="bilinear", align_corners=False)
-        arrays.append(array.numpy())
+        arrays.append(np.ascontiguousarray(rescale(array, scale).numpy()))
     return arrays
 
 

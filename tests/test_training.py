@@ -17,6 +17,7 @@ from fcnseg.cli.main import main
 from fcnseg.core.checkpoint import load_checkpoint
 from fcnseg.data.synthetic import write_shapes_dataset
 from fcnseg.models import load_init_weights, model_from_checkpoint
+from fcnseg.training.average import WeightAverage
 from fcnseg.training.config import PRESETS, TrainConfig
 from fcnseg.training.data import EpochBatches
 from fcnseg.training.loop import Trainer, train
@@ -143,7 +144,8 @@ def test_camvid_preset_is_the_modern_one_with_its_steps_hardest_pixels_and_lovas
     assert (modern.hard_fraction, modern.lovasz, modern.iters) == (1.0, 0.0, 2000)
     assert (camvid.hard_fraction, camvid.lovasz, camvid.iters, camvid.epochs) == (0.25, 1.0, 8000, None)
     assert (modern.test_scales, camvid.test_scales) == ((), (1.0, 1.25, 1.5, 1.75, 2.0))
-    assert (modern.scale_range, camvid.scale_range) == ((0.5, 2.0), (0.75, 2.25))
+    assert (modern.scale_range, camvid.scale_range) == ((0.5, 2.0), (1.0, 2.5))
+    assert (modern.ema, camvid.ema) == (0.0, 0.999)
     assert config("--preset", "camvid", "--lovasz", "0").lovasz == 0.0  # a flag overrides the preset
     assert camvid.lr == modern.lr and camvid.warmup == modern.warmup == 100
     by_epochs = config("--preset", "camvid", "--epochs", "3")  # the preset's step count yields to --epochs
@@ -193,6 +195,24 @@ def test_every_config_key_is_a_grouped_flag_or_a_config_file_key(tmp_path: Path)
     assert (config.input_scale, config.poly_power, config.hflip) == (2.0, 1.0, False)  # ...but config-file keys
 
 
+def test_weight_average_matches_hand_computed_values() -> None:
+    # Weights 0, then 1, 2, 3 after three steps; decay 0.9 is capped by (1 + n) / (10 + n) at update n:
+    # 2/11 * 0 + 9/11 * 1 = 9/11; 1/4 * 9/11 + 3/4 * 2 = 75/44; 4/13 * 75/44 + 9/13 * 3 = 1488/572.
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    model[0].weight.data.fill_(0.0)
+    average = WeightAverage(model, decay=0.9)
+    for step, expected in zip((1, 2, 3), (9 / 11, 75 / 44, 1488 / 572), strict=True):
+        model[0].weight.data.fill_(float(step))
+        model[1].num_batches_tracked.fill_(10 * step)
+        average.update(model)
+        assert average.model[0].weight.item() == pytest.approx(expected, rel=1e-6)
+        assert average.model[1].num_batches_tracked.item() == 10 * step  # counters are copied, not averaged
+    assert not average.model.training and not average.model[0].weight.requires_grad
+    for _ in range(200):  # past update 80 the decay itself holds: the average of a constant converges to it
+        average.update(model)
+    assert average.model[0].weight.item() == pytest.approx(3.0, abs=1e-6)
+
+
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=12, num_val=4, size=(64, 80))
@@ -218,8 +238,11 @@ def _config(shapes: Path, out: Path, **kw) -> TrainConfig:
     return TrainConfig(**(base | kw)).resolved()
 
 
-def test_resume_continues_exactly_where_an_interrupted_run_stopped(shapes: Path, tmp_path: Path, monkeypatch) -> None:
-    straight = train(_config(shapes, tmp_path / "a"))
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_continues_exactly_where_an_interrupted_run_stopped(
+    shapes: Path, tmp_path: Path, monkeypatch, ema: float
+) -> None:
+    straight = train(_config(shapes, tmp_path / "a", ema=ema))
     assert straight["steps"] == 6
 
     step = Trainer.train_step
@@ -232,14 +255,18 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(shapes: Path,
     with monkeypatch.context() as m:
         m.setattr(Trainer, "train_step", interrupt_at_4)
         with pytest.raises(KeyboardInterrupt):
-            train(_config(shapes, tmp_path / "b"))
+            train(_config(shapes, tmp_path / "b", ema=ema))
     assert load_checkpoint(tmp_path / "b" / "last.pt")["train_state"]["step"] == 4
-    train(_config(shapes, tmp_path / "b", resume=True))
+    train(_config(shapes, tmp_path / "b", resume=True, ema=ema))
 
     a, b = (load_checkpoint(tmp_path / run / "last.pt") for run in ("a", "b"))
     assert b["train_state"]["step"] == 6
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)
+    if ema:  # the weight average resumes too
+        assert b["train_state"]["average"]["updates"] == 6
+        for key, value in a["train_state"]["average"]["weights"].items():
+            torch.testing.assert_close(b["train_state"]["average"]["weights"][key], value, rtol=0, atol=0, msg=key)
     rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]  # no duplicated or missing rows
 
@@ -454,6 +481,43 @@ def test_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
 def test_bad_arguments_exit_with_a_message(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert main(["train", "--data-root", str(tmp_path / "missing"), "--dataset", "camvid"]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_weight_average_is_what_is_validated_and_kept_as_best(shapes: Path, tmp_path: Path, monkeypatch) -> None:
+    """With `ema`, best.pt holds the running average of the weights after each step, the logged validation is the
+    average's (as `fcnseg eval` scores best.pt), and the last weights are scored beside it and kept in last.pt."""
+    snapshots = []  # the weights before the first step and after each one
+    step = Trainer.train_step
+
+    def recorded(self, images, masks):
+        if not snapshots:
+            snapshots.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        loss = step(self, images, masks)
+        snapshots.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return loss
+
+    monkeypatch.setattr(Trainer, "train_step", recorded)
+    out = tmp_path / "run"
+    train(_config(shapes, out, ema=0.5, val_every=6))
+    best, last = load_checkpoint(out / "best.pt"), load_checkpoint(out / "last.pt")
+    expected = snapshots[0]  # the average by its definition: a_n = d_n a_(n-1) + (1 - d_n) w_n
+    for n, weights in enumerate(snapshots[1:], start=1):
+        keep = min(0.5, (1 + n) / (10 + n))
+        expected = {k: keep * a + (1 - keep) * weights[k] if a.is_floating_point() else weights[k]
+                    for k, a in expected.items()}  # fmt: skip
+    assert len(snapshots) == 7 and last["train_state"]["average"]["updates"] == 6
+    for key, value in expected.items():
+        torch.testing.assert_close(best["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+        torch.testing.assert_close(last["state_dict"][key], snapshots[-1][key], rtol=0, atol=0, msg=key)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    final = [r for r in rows if "val_mean_iou" in r][-1]
+    assert "val_last_mean_iou" in final
+    argv = ["eval", "--backend", "torch", "--precision", "fp32", "--device", "cpu", "--no-progress"]
+    for ckpt, key in (("best.pt", "val_mean_iou"), ("last.pt", "val_last_mean_iou")):
+        report = tmp_path / f"{ckpt}.json"
+        assert main([argv[0], str(out / ckpt), *argv[1:], "--json", str(report)]) == 0
+        assert json.loads(report.read_text())["mean_iou"] == pytest.approx(final[key], abs=1e-9)
+    assert any(not torch.equal(best["state_dict"][k], last["state_dict"][k]) for k in best["state_dict"])
 
 
 def test_test_scales_are_chosen_on_validation_and_become_the_checkpoints_default(shapes: Path, tmp_path: Path) -> None:

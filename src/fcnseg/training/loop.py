@@ -38,6 +38,7 @@ from fcnseg.evaluation.metrics import coverage_note
 from fcnseg.inference.predictor import Predictor
 from fcnseg.models import create_model, load_init_weights
 
+from .average import WeightAverage
 from .config import TrainConfig
 from .data import BadBatch, EpochBatches, SeededAugmentation, training_loader
 from .dataprep import drop_bad_samples, raster_windows, resolve_splits
@@ -89,6 +90,7 @@ class Trainer:
         self.total = c.iters or c.epochs * self.batches.batches_per_epoch()
         self.sgd = SGDStep(self._model(base.bands), c, self.device, _class_weights(c, self.train_split), self.world)
         self.model, self.optimizer, self.scaler = self.sgd.model, self.sgd.optimizer, self.sgd.scaler
+        self.average = WeightAverage(self.model, c.ema) if c.ema else None
         self.step, self.best_miou, self.elapsed, self.nonfinite = 0, -1.0, 0.0, 0
         self.saved_step: int | None = None
         resuming = self._resume_if_asked()
@@ -206,7 +208,8 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------------------------
 
-    def _checkpoint(self, metrics: dict) -> dict:
+    def _checkpoint(self, metrics: dict, model: torch.nn.Module | None = None) -> dict:
+        """``model``'s checkpoint (default: the trained weights) with the state that resumes the run."""
         train_state = {
             "step": self.step,
             "epoch": self.batches.start_epoch,
@@ -222,8 +225,10 @@ class Trainer:
         }
         if self.device.type == "cuda":  # dropout on the GPU draws from the device's generator
             train_state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if self.average is not None:
+            train_state["average"] = self.average.state_dict()
         return make_checkpoint(
-            self.model,
+            model if model is not None else self.model,
             classes={"names": list(self.classes.names), "colors": [list(c) for c in self.classes.colors]},
             mean=self.mean,
             std=self.std,
@@ -248,6 +253,11 @@ class Trainer:
         if changed:
             log.warning("resuming with settings that differ from the interrupted run: %s", changed)
         self.model.load_state_dict(ckpt["state_dict"])
+        if self.average is not None and "average" in state:
+            self.average.load_state_dict(state["average"])
+        elif self.average is not None:
+            log.warning("%s holds no weight average; the average starts from its weights", path)
+            self.average = WeightAverage(self.model, self.config.ema)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
@@ -267,18 +277,24 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------------------------
 
-    def validate(self) -> dict:
+    @property
+    def kept_model(self) -> torch.nn.Module:
+        """The weights that are validated and saved as ``best.pt``: the weight average, if the run keeps one."""
+        return self.average.model if self.average is not None else self.model
+
+    def validate(self, model: torch.nn.Module | None = None) -> dict:
+        """Metrics of ``model`` (default: the kept one) on the validation split; empty without one."""
         if self.val_set is None:
             return {}
         try:
-            result = self._evaluate()
+            result = self._evaluate(model if model is not None else self.kept_model)
         except DataError as err:
             raise TrainingError(f"{err}. {self._data_hint()}") from err
         return result.metrics
 
-    def _evaluate(self, scales: tuple[float, ...] = (1.0,)):
-        with model_state_kept(self.model):  # the predictor puts it in eval mode (and channels_last on the CPU)
-            predictor = Predictor(self.model, classes=self.classes, device=self.device, scales=scales,
+    def _evaluate(self, model: torch.nn.Module, scales: tuple[float, ...] = (1.0,)):
+        with model_state_kept(model):  # the predictor puts it in eval mode (and channels_last on the CPU)
+            predictor = Predictor(model, classes=self.classes, device=self.device, scales=scales,
                                   precision=self.config.precision, mean=self.mean, std=self.std)  # fmt: skip
             return evaluate(predictor, self.val_set, progress=False, world=self.world)
 
@@ -290,7 +306,7 @@ class Trainer:
         self.world.barrier()  # the main process wrote best.pt
         best = load_checkpoint(self.folder / "best.pt")
         self.model.load_state_dict(best["state_dict"])  # the run is over; its last weights are in last.pt
-        scores = {s: self._evaluate(scales=(s,)).metrics["mean_iou"] for s in self.config.test_scales}
+        scores = {s: self._evaluate(self.model, scales=(s,)).metrics["mean_iou"] for s in self.config.test_scales}
         chosen = max(scores, key=scores.__getitem__)
         shown = ", ".join(f"{s:g}: {100 * v:.2f}%" for s, v in scores.items())
         log.info("test scale %g chosen on %s (mean IoU at each scale: %s); recorded in best.pt", chosen,
@@ -317,8 +333,8 @@ class Trainer:
         self.saved_step = self.step
         if not self.world.is_main:
             return
-        ckpt = self._checkpoint(metrics)
         for name in ("last.pt", "best.pt") if improved else ("last.pt",):
+            ckpt = self._checkpoint(metrics) if name == "last.pt" else self._checkpoint(metrics, self.kept_model)
             if name == "best.pt":
                 ckpt.pop("train_state")
             try:
@@ -330,9 +346,12 @@ class Trainer:
         self.model.eval()
         with cudnn_benchmark(False):  # validation images may each have their own size
             metrics = self.validate()
+            last = self.validate(self.model) if self.average is not None else {}
         self.model.train()
         row = {"step": self.step, "epoch": self.batches.start_epoch}
         row |= {f"val_{k}": v for k, v in metrics.items() if k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}
+        if "mean_iou" in last:  # the last weights, beside their average
+            row["val_last_mean_iou"] = last["mean_iou"]
         if metrics.get("absent_classes"):  # the mean IoU is over fewer classes than the dataset has: say so
             row |= {"val_iou_classes": metrics["iou_classes"], "val_absent_classes": metrics["absent_classes"]}
         self.log.add(row)
@@ -376,6 +395,8 @@ class Trainer:
                     raise TrainingError(f"{batch.problems[0]}. {self._data_hint()}")
                 images, masks, keys = batch
                 loss = self._guarded_step(images, masks, keys)
+                if loss is not None and self.average is not None:
+                    self.average.update(self.model)
                 self.step += 1
                 self.batches.advance(keys)
                 window.add(loss, len(keys) * self.world.size)

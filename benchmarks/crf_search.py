@@ -4,9 +4,9 @@ Run as ``.venv/bin/python benchmarks/crf_search.py --checkpoint runs/camvid/best
 The model's logits of every ``--every``-th validation image (up to ``--images``) are computed once; the search then
 starts from DeepLab-LargeFOV's published values (w1 4, theta_alpha 121, theta_beta 5, w2 3, theta_gamma 3, 10
 iterations; Chen et al. 2015) and changes one parameter at a time over a few values (coordinate descent, one pass,
-DeepLab's own order: w1, theta_alpha, theta_beta, then iterations; w2 and theta_gamma stay at DeepLab's values, as in
-DeepLab's search), keeping a change only when the mean IoU over those images rises (fewer iterations: unless it falls
-by more than 0.1 point). The logits are at the scale the checkpoint records unless ``--scales`` says otherwise.
+DeepLab's own order: w1, theta_alpha, theta_beta; then the smoothness kernel's w2 and theta_gamma, which DeepLab
+left at 3 and 3; then iterations), keeping a change only when the mean IoU over those images rises (fewer iterations:
+unless it falls by more than 0.1 point). The logits are at the scale the checkpoint records unless ``--scales`` says otherwise.
 It stops when ``--budget-s`` seconds are spent. Every trial is printed, kept or not, with the mean IoU without the
 CRF.
 """
@@ -34,6 +34,8 @@ GRID = {  # values tried per parameter, around DeepLab's (DeepLab v1 searched w1
     "w1": (3.0, 5.0),
     "theta_alpha": (30.0, 50.0, 80.0),
     "theta_beta": (2.0, 3.0, 8.0),
+    "w2": (1.0, 5.0),
+    "theta_gamma": (1.0, 5.0),
     "iterations": (5, 3, 2),
 }
 CHEAPER_WITHIN = 0.001

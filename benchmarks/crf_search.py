@@ -6,9 +6,9 @@ starts from DeepLab-LargeFOV's published values (w1 4, theta_alpha 121, theta_be
 iterations; Chen et al. 2015) and changes one parameter at a time over a few values (coordinate descent, one pass,
 DeepLab's own order: w1, theta_alpha, theta_beta; then the smoothness kernel's w2 and theta_gamma, which DeepLab
 left at 3 and 3; then iterations), keeping a change only when the mean IoU over those images rises (fewer iterations:
-unless it falls by more than 0.1 point). The logits are at the scale the checkpoint records unless ``--scales`` says otherwise.
-It stops when ``--budget-s`` seconds are spent. Every trial is printed, kept or not, with the mean IoU without the
-CRF.
+unless it falls by more than 0.1 point). The logits are at the scale the checkpoint records unless ``--scales`` says
+otherwise. It stops when ``--budget-s`` seconds are spent. Every trial is printed, kept or not, with the mean IoU
+without the CRF.
 """
 
 from __future__ import annotations

@@ -112,38 +112,6 @@ def test_openvino_masks_come_from_uint8_images_normalised_in_its_graph(model, im
     assert probs.shape[1:] == images[0].shape[:2] and np.array_equal(masks, probs.argmax(0))
 
 
-def test_graph_scaled_size_is_the_engines_except_where_the_float_product_rounds_across_a_half() -> None:
-    from fcnseg.inference.engine import scaled_size
-
-    for scale in (0.5, 0.75, 1.25, 1.5, 1.75, 2.0, 2.5):  # binary fractions: the float product is exact
-        for side in range(1, 600):
-            assert runtimes.graph_scaled_size(side, 7, scale) == scaled_size(side, 7, scale), (side, scale)
-    assert runtimes.graph_scaled_size(90, 133, 1.25) == (112, 166)  # 112.5: halves go to even, as round() does
-    assert (runtimes.graph_scaled_size(55, 5, 1.1), scaled_size(55, 5, 1.1)) == ((60, 6), (61, 6))  # 60.50000000000001
-    assert runtimes.graph_scaled_size(15, 5, 1 / 3) == (5, 2)
-    assert runtimes.graph_scaled_size(15, 5, 2**0.5) is None  # no fraction of small integers: resized outside
-
-
-@pytest.mark.parametrize("scale", [1.25, 0.75, 1.5])
-def test_openvino_resizes_uint8_images_to_the_test_scale_in_its_graph(model, images, monkeypatch, scale) -> None:
-    """A recorded test-time scale keeps masks of uint8 images inside OpenVINO: resized there, and the same masks as
-    PyTorch's float path at that scale."""
-    pytest.importorskip("openvino")
-    predictor = Predictor(model, mean=MEAN, std=STD, precision="fp32", backend="openvino", scales=(scale,))
-    reference = torch_masks(model, images, scales=(scale,))
-    with monkeypatch.context() as patch:
-        patch.setattr(predictor, "_prepare", None)  # no float copy of the images is made
-        patch.setattr(predictor.model, "_run", None)  # no logits leave the graph
-        masks = predictor.predict_batch(images, batch_size=2)
-    assert all(m.dtype == np.uint8 and m.shape == im.shape[:2] for m, im in zip(masks, images, strict=True))
-    assert agreement(masks, reference) >= 0.999
-    odd = np.ascontiguousarray(images[0][:55, :40])  # 55 x 1.1 = 60.50000000000001: the graph would make 60 rows
-    predictor.scales = (1.1,)
-    with monkeypatch.context() as patch:
-        patch.setattr(predictor.model, "image_labels", None)  # so it resizes outside, to 61 rows as PyTorch does
-        assert np.array_equal(predictor.predict(odd), torch_masks(model, [odd], scales=(1.1,))[0])
-
-
 def test_openvino_export_round_trip_and_metadata(model, images, tmp_path: Path) -> None:
     ov = pytest.importorskip("openvino")
     path = tmp_path / "model.xml"

@@ -37,14 +37,7 @@ from fcnseg.inference.images import load_bands
 from fcnseg.inference.inputs import input_bands
 from fcnseg.inference.memory import MemoryModel, estimate_memory
 from fcnseg.inference.optimize import prepare_for_inference
-from fcnseg.inference.runtimes import (
-    BACKENDS,
-    RuntimeModel,
-    available_backends,
-    graph_scaled_size,
-    load_onnxruntime,
-    load_openvino,
-)
+from fcnseg.inference.runtimes import BACKENDS, RuntimeModel, available_backends, load_onnxruntime, load_openvino
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "ImageLike", "Predictor"]
 
@@ -315,29 +308,20 @@ class Predictor:
             self._fast, x, tile_size=tile, overlap=self.overlap, flip=self.flip, precision=self.precision
         )
 
-    def _labels_in_graph(self, n: int, height: int, width: int, *, images: bool = False) -> bool:
-        """Whether masks can be the runtime's own argmax: masks alone, one whole-image pass, no flip, one scale.
-
-        The scale is 1 for normalised tensors; uint8 ``images`` may be resized in the graph too, where it gives them
-        the size that resizing outside would (:func:`~fcnseg.inference.runtimes.graph_scaled_size`).
-        """
+    def _labels_in_graph(self, n: int, height: int, width: int) -> bool:
+        """Whether masks can be the runtime's own argmax: masks alone, one whole-image pass, no flip, one scale."""
         fast = self._fast
         if not isinstance(fast, RuntimeModel) or not fast.computes_labels or fast.num_classes is None:
             return False
-        if len(self.scales) != 1 or self.flip or self.crf is not None:
-            return False
-        scale, size = self.scales[0], scaled_size(height, width, self.scales[0])
-        if scale != 1.0 and not (images and graph_scaled_size(height, width, scale) == size):
-            return False
-        tile = self.tile_size_for(height, width, n)  # windows apply to the resized image
-        return tile is None or (tile[0] >= size[0] and tile[1] >= size[1])
+        tile = self.tile_size_for(height, width, n)
+        whole = tile is None or (tile[0] >= height and tile[1] >= width)
+        return whole and self.scales == (1.0,) and not self.flip and self.crf is None
 
     def _segment_images(self, images: Sequence[Loaded], return_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`_segment` of same-size images as :meth:`load` returns them.
 
         Masks alone of uint8 images, through a runtime that takes them (OpenVINO), never leave it: the graph
-        normalises the images, resizes them to the test-time scale and takes the argmax
-        (:meth:`RuntimeModel.image_labels`).
+        normalises the images and takes the argmax (:meth:`RuntimeModel.image_labels`).
         """
         first, fast = images[0], self._fast
         h, w = first.shape[:2] if isinstance(first, np.ndarray) else first.size[::-1]
@@ -346,10 +330,10 @@ class Predictor:
             and isinstance(fast, RuntimeModel)
             and fast.takes_images
             and all(not isinstance(im, np.ndarray) or im.dtype == np.uint8 for im in images)  # PIL images: RGB uint8
-            and self._labels_in_graph(len(images), h, w, images=True)
+            and self._labels_in_graph(len(images), h, w)
         ):
             batch = np.stack([np.asarray(im) for im in images])  # (N, H, W, B) uint8
-            return fast.image_labels(batch, self.mean, self.std, self.scales[0]).numpy(), None
+            return fast.image_labels(batch, self.mean, self.std).numpy(), None
         return self._segment(self._prepare(images), return_probs)
 
     def _segment(self, x: Tensor, return_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +72,8 @@ class RuntimeModel(nn.Module):
         labels: maps the same array to class indices ``(N, H, W)``, the argmax of the logits over ``K`` computed
             inside the runtime's graph (lowest index on ties); ``None`` when the runtime has no such graph.
         num_classes: ``K`` when the graph states it.
-        image_labels: maps ``(mean, std, scale)`` to a function of uint8 images ``(N, H, W, B)`` that returns their
-            class indices, the image normalised with ``mean`` and ``std`` and resized by ``scale`` inside the graph
-            (see :meth:`image_labels`).
+        image_labels: maps ``(mean, std)`` to a function of uint8 images ``(N, H, W, B)`` that returns their class
+            indices, the image normalised with ``mean`` and ``std`` inside the graph (see :meth:`image_labels`).
         shape_graphs: the logits compiled for one input shape at a time, which :meth:`graphs_per_shape` turns on.
     """
 
@@ -88,7 +86,7 @@ class RuntimeModel(nn.Module):
         *,
         labels: Any = None,
         num_classes: int | None = None,
-        image_labels: Callable[[tuple[float, ...], tuple[float, ...], float], Callable[[np.ndarray], np.ndarray]]
+        image_labels: Callable[[tuple[float, ...], tuple[float, ...]], Callable[[np.ndarray], np.ndarray]]
         | None = None,
         shape_graphs: _ShapeGraphs | None = None,
     ) -> None:
@@ -152,21 +150,16 @@ class RuntimeModel(nn.Module):
         """Whether :meth:`image_labels` runs: uint8 images in, class indices out, all inside the runtime."""
         return self._make_image_labels is not None
 
-    def image_labels(
-        self, images: np.ndarray, mean: Sequence[float], std: Sequence[float], scale: float = 1.0
-    ) -> Tensor:
+    def image_labels(self, images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> Tensor:
         """Class indices ``(N, H, W)`` of uint8 images ``(N, H, W, B)`` (channels last, as decoded).
 
-        The graph converts them to float32, normalises them (``(x / 255 - mean) / std``), resizes them by ``scale``
-        and its logits back (bilinear, to the sizes :func:`graph_scaled_size` gives), runs the network and takes the
-        argmax as :meth:`labels` does: nothing is prepared outside the runtime, and no float copy of the images or
-        the logits leaves it. The graph is compiled at the first call for each ``(mean, std, scale)``.
+        The graph converts them to float32, normalises them (``(x / 255 - mean) / std``), runs the network and takes
+        the argmax as :meth:`labels` does: nothing is prepared outside the runtime, and no float copy of the images
+        or the logits leaves it. The graph is compiled at the first call for each ``(mean, std)``.
         """
         if self._make_image_labels is None:
             raise ValueError(f"this {self.backend} model takes no uint8 images; normalise them and call labels()")
-        if scale != 1.0 and _fraction(scale) is None:
-            raise ValueError(f"scale {scale} is no fraction of integers up to {MAX_DENOMINATOR}; resize outside")
-        key = (tuple(float(m) for m in mean), tuple(float(v) for v in std), float(scale))
+        key = (tuple(float(m) for m in mean), tuple(float(v) for v in std))
         if key not in self._image_labels:
             self._image_labels[key] = self._make_image_labels(*key)
         return _indices(self._image_labels[key](np.ascontiguousarray(images, dtype=np.uint8)))
@@ -243,12 +236,9 @@ def load_openvino(
     num_classes = _openvino_classes(model)
     network = model.clone()  # the graphs below rebuild their ends (and the image one its start) on copies of it
 
-    def labels_of(
-        prefix: Callable[[Any], Any], channel_axis: int, scale: float = 1.0
-    ) -> Callable[[np.ndarray], np.ndarray]:
+    def labels_of(prefix: Callable[[Any], Any], channel_axis: int) -> Callable[[np.ndarray], np.ndarray]:
         # Large inputs take the argmax by TopK, slower but without a class-sized temporary (docs/performance.md).
-        graphs = [prefix(_openvino_labels(ov, _scaled(ov, network.clone(), scale), num_classes, lean=lean))
-                  for lean in (False, True)]  # fmt: skip
+        graphs = [prefix(_openvino_labels(ov, network.clone(), num_classes, lean=lean)) for lean in (False, True)]
         return _runner(core, graphs[0], config, large=graphs[1], channel_axis=channel_axis)[0]
 
     labels = _lazy(lambda: labels_of(lambda graph: graph, 1))
@@ -264,10 +254,8 @@ def load_openvino(
 
     logger.debug("OpenVINO model compiled for CPU, %s", computes_in)
 
-    def image_labels(
-        mean: tuple[float, ...], std: tuple[float, ...], scale: float
-    ) -> Callable[[np.ndarray], np.ndarray]:
-        return labels_of(lambda graph: _uint8_images_in(ov, graph, mean, std), 3, scale)
+    def image_labels(mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[np.ndarray], np.ndarray]:
+        return labels_of(lambda graph: _uint8_images_in(ov, graph, mean, std), 3)
 
     return RuntimeModel(run, "openvino", computes_in, metadata, labels=labels, num_classes=num_classes,
                         image_labels=image_labels, shape_graphs=shape_graphs)  # fmt: skip
@@ -294,68 +282,6 @@ def _uint8_images_in(ov: Any, model: Any, mean: Sequence[float], std: Sequence[f
     ppp.input(0).model().set_layout(ov.Layout("NCHW"))
     ppp.input(0).preprocess().convert_element_type(ov.Type.f32).scale(255.0).mean(list(mean)).scale(list(std))
     return ppp.build()
-
-
-MAX_DENOMINATOR = 64
-"""Test-time scales that the OpenVINO graph applies itself are fractions ``p / q`` with ``q`` up to this."""
-
-
-def _fraction(scale: float) -> Fraction | None:
-    """The fraction ``p / q`` with ``q <= MAX_DENOMINATOR`` whose float is ``scale`` (11/10 for 1.1), or ``None``."""
-    fraction = Fraction(scale).limit_denominator(MAX_DENOMINATOR)
-    return fraction if float(fraction) == scale else None
-
-
-def graph_scaled_size(height: int, width: int, scale: float) -> tuple[int, int] | None:
-    """The size the OpenVINO graph of :meth:`RuntimeModel.image_labels` resizes an image of ``height x width`` to:
-    ``round(side * p / q)`` (halves to even) in integers, at least 1; ``None`` where ``scale`` is no such fraction.
-
-    It equals :func:`~fcnseg.inference.engine.scaled_size` except where the float product ``side * scale`` rounds
-    across a half (``55 * 1.1 = 60.50000000000001``); the predictor resizes outside the graph there.
-    """
-    fraction = _fraction(scale)
-    if fraction is None:
-        return None
-    p, q = fraction.numerator, fraction.denominator
-
-    def side(n: int) -> int:
-        whole, rest = divmod(n * p, q)
-        return max(1, whole + (2 * rest > q or (2 * rest == q and whole % 2 == 1)))
-
-    return side(height), side(width)
-
-
-def _scaled(ov: Any, model: Any, scale: float) -> Any:
-    """``model`` (NCHW in, NCHW logits out) on its input resized by ``scale`` to :func:`graph_scaled_size`, its
-    logits resized back to the input's size, both bilinear (PyTorch's ``align_corners=False``): what
-    :func:`~fcnseg.inference.engine.segment_logits` does at one scale. ``model`` itself where ``scale`` is 1."""
-    if scale == 1.0:
-        return model
-    import openvino.opset13 as ops
-
-    fraction = _fraction(scale)
-    assert fraction is not None
-    p, q = np.int64(fraction.numerator), np.int64(fraction.denominator)
-    (param,) = model.get_parameters()
-    image = ops.parameter(param.get_partial_shape(), param.get_element_type(), name=param.get_friendly_name())
-    axes = np.array([2, 3], dtype=np.int64)
-    size = ops.gather(ops.shape_of(image, "i64"), axes, np.int64(0))  # (H, W)
-    product = ops.multiply(size, p)
-    whole = ops.divide(product, q)  # integer division: floor for positive sizes
-    twice_rest = ops.multiply(ops.subtract(product, ops.multiply(whole, q)), np.int64(2))
-    odd = ops.equal(ops.floor_mod(whole, np.int64(2)), np.int64(1))
-    up = ops.logical_or(ops.greater(twice_rest, q), ops.logical_and(ops.equal(twice_rest, q), odd))
-    scaled = ops.maximum(ops.add(whole, ops.convert(up, "i64")), np.int64(1))
-
-    def resize(x: Any, to: Any) -> Any:
-        return ops.interpolate(x, to, "linear_onnx", "sizes", coordinate_transformation_mode="pytorch_half_pixel",
-                               axes=axes)  # fmt: skip
-
-    resized = resize(image, scaled)
-    for target in param.output(0).get_target_inputs():
-        target.replace_source_output(resized.output(0))
-    logits = model.output(0).get_node().input_value(0)  # what the logits Result reads
-    return ov.Model([ops.result(resize(logits, size))], [image], "scaled")
 
 
 class _ShapeGraphs:

@@ -1,6 +1,7 @@
 """What ``Predictor.predict`` adds around the network: normalisation, argmax, copies (OpenVINO and torch backends).
 
-Run as ``.venv/bin/python benchmarks/predict_overhead.py [--model fcn8s_resnet50] [--size 500 500] [--reps 7]``.
+Run as ``.venv/bin/python benchmarks/predict_overhead.py [--model fcn8s_resnet50] [--size 500 500] [--reps 7]
+[--scale 1.25]``.
 
 On one seeded network (21 classes, random score layers) and one uint8 image, interleaved, medians of ``--reps``:
 
@@ -14,6 +15,11 @@ On one seeded network (21 classes, random score layers) and one uint8 image, int
 - ``as before``: OpenVINO's logits delivered NCHW, then ``torch.argmax`` over the classes, what ``predict`` ran before
   (the issue measured 47 ms of argmax against 34 ms of network for ResNet-50 on a 2-thread AMX machine).
 - ``input (_prepare)``: the input side alone: the uint8 image to the normalised float32 batch the network takes.
+
+With ``--scale S`` (a test-time input scale, as a checkpoint may record) the predictors run at that scale, and the
+``network`` rows on the normalised input already resized by ``S``: the network's own work at that size. ``predict``
+then takes the logits path (the image resized, the logits resized back to the image outside the runtime), and the
+``network from uint8`` row stays at scale 1 (the graph that ``predict`` runs at scale 1 only).
 
 ``--clock cpu`` times the process's CPU time instead of wall time (with ``--threads 1``: the work of each call,
 which other jobs on a shared machine barely change).
@@ -40,7 +46,7 @@ from fcnseg.core.checkpoint import make_checkpoint, save_checkpoint
 from fcnseg.core.machine import processor_line
 from fcnseg.data.classes import as_class_info
 from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
-from fcnseg.inference.engine import segment_logits
+from fcnseg.inference.engine import rescale, segment_logits
 from fcnseg.inference.export import cached_openvino
 from fcnseg.inference.predictor import Predictor
 
@@ -64,6 +70,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall or process CPU time")
+    parser.add_argument("--scale", type=float, default=1.0, help="test-time input scale (default 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"processor: {processor_line()}; {args.threads} threads, torch {torch.__version__}; {args.clock} time")
@@ -75,13 +82,18 @@ def main() -> None:
         ckpt = Path(tmp) / "model.pt"
         save_checkpoint(make_checkpoint(model, classes=classes, mean=IMAGENET_MEAN, std=IMAGENET_STD), ckpt)
         image = uint8_images(1, *args.size, seed=0)[0]
-        ovp, tp = Predictor.from_checkpoint(ckpt), Predictor.from_checkpoint(ckpt, backend="torch")
-        x_ov, x_t = ovp._prepare([Image.fromarray(image)]), tp._prepare([Image.fromarray(image)])
+        scales = (args.scale,)
+        ovp, tp = (
+            Predictor.from_checkpoint(ckpt, scales=scales),
+            Predictor.from_checkpoint(ckpt, backend="torch", scales=scales),
+        )
+        x_ov = rescale(ovp._prepare([Image.fromarray(image)]), args.scale).contiguous()
+        x_t = rescale(tp._prepare([Image.fromarray(image)]), args.scale).contiguous()
         request = ov.Core().compile_model(str(cached_openvino(ckpt)[0]), "CPU", {"INFERENCE_NUM_THREADS": args.threads})
         request = request.create_infer_request()
         array = x_ov.numpy()
-        logits_only = Predictor.from_checkpoint(ckpt)
-        logits_only._labels_in_graph = lambda *shape: False  # masks from the logits, as with --probs or tiles
+        logits_only = Predictor.from_checkpoint(ckpt, scales=scales)
+        logits_only._labels_in_graph = lambda *shape, **kw: False  # masks from the logits, as with --probs or tiles
 
         def before() -> np.ndarray:
             return torch.from_numpy(request.infer({0: array})[0]).argmax(1).to(torch.uint8).numpy()
@@ -98,7 +110,9 @@ def main() -> None:
             "torch input (_prepare)": lambda: tp._prepare([Image.fromarray(image)]),
         }
         result = timed(calls, args.reps, time.perf_counter if args.clock == "wall" else time.process_time)
-    print(f"{args.model}, {args.size[0]}x{args.size[1]}, batch 1, medians of {args.reps}:")
+    print(
+        f"{args.model}, {args.size[0]}x{args.size[1]} at input scale {args.scale:g}, batch 1, medians of {args.reps}:"
+    )
     for name, seconds in result.items():
         backend = name.split()[0]
         network = result[f"{backend} network" + (" (labels graph)" if backend == "openvino" else "")]

@@ -66,7 +66,8 @@ class CRFParams:
     The defaults were chosen on CamVid's validation split by ``benchmarks/crf_search.py`` (docs/crf.md), starting
     from DeepLab-LargeFOV's published values (``w1 = 4, theta_alpha = 121, theta_beta = 5, w2 = 3, theta_gamma = 3``,
     10 iterations, chosen on VOC 2012 val); on 20 CamVid val images, with the logits of the ``--preset camvid``
-    model at its recorded input scale, the search kept ``w1 = 3, theta_alpha = 30, theta_beta = 2`` and 5 iterations.
+    model at its recorded input scale, the search kept ``w1 = 3, theta_alpha = 30, theta_beta = 2, w2 = 1,
+    theta_gamma = 1`` and 5 iterations.
 
     Attributes:
         iterations: mean-field iterations (0: the softmax itself).
@@ -81,8 +82,8 @@ class CRFParams:
     w1: float = 3.0
     theta_alpha: float = 30.0
     theta_beta: float = 2.0
-    w2: float = 3.0
-    theta_gamma: float = 3.0
+    w2: float = 1.0
+    theta_gamma: float = 1.0
 
     def __post_init__(self) -> None:
         if self.iterations < 0:

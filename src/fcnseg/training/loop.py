@@ -333,9 +333,10 @@ class Trainer:
         self.saved_step = self.step
         if not self.world.is_main:
             return
+        ckpt = self._checkpoint(metrics)
         for name in ("last.pt", "best.pt") if improved else ("last.pt",):
-            ckpt = self._checkpoint(metrics) if name == "last.pt" else self._checkpoint(metrics, self.kept_model)
             if name == "best.pt":
+                ckpt = self._checkpoint(metrics, self.average.model) if self.average is not None else ckpt
                 ckpt.pop("train_state")
             try:
                 save_checkpoint(ckpt, self.folder / name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -539,3 +540,19 @@ def test_test_scales_are_chosen_on_validation_and_become_the_checkpoints_default
     export_checkpoint(out / "best.pt", "onnx", tmp_path / "m.onnx")
     if importlib.util.find_spec("onnxruntime"):
         assert Predictor.from_checkpoint(tmp_path / "m.onnx", backend="onnxruntime").scales == tuple(chosen)
+
+
+def test_without_validation_one_test_scale_is_recorded_as_given_and_several_none(
+    shapes: Path, tmp_path: Path, caplog
+) -> None:
+    """A run on every image (no validation split) cannot choose a scale: a single `test_scales` entry (chosen on
+    validation by an earlier run) is recorded in best.pt as given; several are not chosen among, and the log says so."""
+    from fcnseg.inference.predictor import Predictor
+
+    train(_config(shapes, tmp_path / "one", train_split="all", val_split="", test_scales=(1.5,)))
+    assert load_checkpoint(tmp_path / "one" / "best.pt")["inference"]["scales"] == [1.5]
+    assert Predictor.from_checkpoint(tmp_path / "one" / "best.pt", backend="torch").scales == (1.5,)
+    with caplog.at_level(logging.WARNING, logger="fcnseg"):
+        train(_config(shapes, tmp_path / "two", train_split="all", val_split="", test_scales=(1.0, 1.5)))
+    assert "inference" not in load_checkpoint(tmp_path / "two" / "best.pt")
+    assert "no validation split to choose among test_scales [1.0, 1.5]" in caplog.text

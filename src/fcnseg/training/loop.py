@@ -317,6 +317,21 @@ class Trainer:
             save_checkpoint(best, self.folder / "best.pt")
         return scores
 
+    def _record_test_scale(self) -> None:
+        """Without a validation split, record a single ``test_scales`` entry in ``best.pt`` as given (a scale chosen
+        on validation by an earlier run); several cannot be chosen among, so none is recorded."""
+        scales = self.config.test_scales
+        if len(scales) > 1:
+            log.warning("no validation split to choose among test_scales %s: predict runs at scale 1; give one "
+                        "scale (chosen on validation by an earlier run) to record it", list(scales))  # fmt: skip
+            return
+        self.world.barrier()  # the main process wrote best.pt
+        if self.world.is_main:
+            best = load_checkpoint(self.folder / "best.pt")
+            best["inference"] = {"scales": list(scales), "chosen_on": None}
+            save_checkpoint(best, self.folder / "best.pt")
+        log.info("test scale %g recorded in best.pt as given (no validation split)", scales[0])
+
     def _data_hint(self) -> str:
         if self.rasters:  # --skip-bad-samples leaves out files, not windows
             return f"List every problem with: {self.config.command()}"
@@ -484,6 +499,8 @@ class Trainer:
         }
         if c.test_scales and self.val_set is not None:
             summary["val_mean_iou_by_test_scale"] = self._choose_test_scale()
+        elif c.test_scales:
+            self._record_test_scale()
         if main:
             write_text(self.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
         self.world.barrier()  # the run (and its files) ends for all processes together

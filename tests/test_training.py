@@ -179,6 +179,26 @@ def test_config_precedence_defaults_preset_file_flags(tmp_path: Path) -> None:
         config_from_args(parser.parse_args(["train", "--data-root", "d", "--config", str(tmp_path / "cosine.toml")]))
 
 
+def test_one_crop_size_is_a_square_from_a_flag_or_a_config_file(tmp_path: Path) -> None:
+    from fcnseg.cli.main import build_parser
+    from fcnseg.training.config import config_from_args
+
+    parser = build_parser()
+
+    def config(*flags: str):
+        return config_from_args(parser.parse_args(["train", "--data-root", "d", *flags]))
+
+    (tmp_path / "c.yaml").write_text("crop_size: 96\n")
+    assert config("--crop-size", "96").crop_size == (96, 96)
+    assert config("--crop-size", "96", "128").crop_size == (96, 128)
+    assert config("--config", str(tmp_path / "c.yaml")).crop_size == (96, 96)
+    assert config("--crop-size", "none").crop_size is None
+    with pytest.raises(ValueError, match="--crop-size takes 1 or 2 values"):
+        config("--crop-size", "1", "2", "3")
+    with pytest.raises(ValueError, match="--scale-range takes 2 values"):
+        config("--scale-range", "1")
+
+
 def test_every_config_key_is_a_grouped_flag_or_a_config_file_key(tmp_path: Path) -> None:
     import dataclasses
 

@@ -133,6 +133,15 @@ def test_check_data_groups_masks_at_another_scale_and_resizes_them(cells, capsys
     assert "masks of all: 12 single-channel mask(s) as --mask-values 0 255" in out and "no problems found" in out
 
 
+def test_a_readme_beside_the_folders_is_no_split_unless_asked_for(cells, capsys) -> None:
+    """check-data scans every .txt list file of a folder dataset; one that names none of the images (the set's
+    README.txt) is skipped, and asking for it by name says why it is no split list."""
+    root, _ = cells
+    assert main(["check-data", *_data(root, "--mask-values", "0", "255", "--resize-masks", "--split", "README")]) == 1
+    out = capsys.readouterr().out
+    assert f"{root / 'README.txt'}: none of its 3 line(s) names one of the 12 images in {root / 'image'}" in out
+
+
 def test_another_size_of_another_shape_stays_an_error(tmp_path: Path) -> None:
     _write_pair(tmp_path, "a", np.zeros((4, 6), np.uint8))
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "masks" / "a.png")

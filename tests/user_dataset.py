@@ -124,14 +124,15 @@ def write_user_dataset(root: Path) -> dict:
 
 # A binary set as most tutorials and public cell, medical and industrial sets ship it: grey slices in `image/`, masks
 # in `label/` holding 0 and 255 (8-bit grey PNGs, a few saved as 1-bit PNGs), no class file and no split lists; two
-# slices exported at 16 bits, one mask stored at half the scale of its image, and the junk that copying data from a
-# Mac or a Windows share leaves behind.
+# slices exported at 16 bits, one mask stored at half the scale of its image, the junk that copying data from a
+# Mac or a Windows share leaves behind, and a README.txt beside the folders (no split list).
 BINARY_SLICES = 12
 BINARY_SIZE = (96, 128)
 BINARY_SMALL_MASK = "slice_05"  # stored at 48x64 for a 96x128 image
 BINARY_ONE_BIT = ("slice_02", "slice_07")
 BINARY_16_BIT = ("slice_03", "slice_09")
 JUNK = (".DS_Store", "._slice_00.png", "Thumbs.db", ".hidden.png", "desktop.ini")
+README = "Serial section EM, 12 slices.\nLabels: 255 = cell, 0 = membrane.\nLicence: CC BY 4.0\n"
 
 
 def binary_labels(index: int) -> np.ndarray:
@@ -169,6 +170,7 @@ def write_binary_dataset(root: Path) -> dict:
         else:
             Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(root / "label" / f"{stem}.png")
         counts += np.bincount(cells.ravel().astype(np.int64), minlength=2)
+    (root / "README.txt").write_text(README)
     for folder in ("image", "label"):
         for name in JUNK:
             (root / folder / name).write_bytes(b"\x00\x05\x16\x07 not an image")

@@ -23,6 +23,7 @@ from fcnseg.data.classes import IGNORE_INDEX, RGB, ClassInfo
 from fcnseg.data.colors import ColorTable
 from fcnseg.data.dataset import LabelDecoder, MaskScaleError, SegmentationDataset
 from fcnseg.data.errors import DataError
+from fcnseg.data.folder import NotASplitList
 from fcnseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from fcnseg.data.raster_windows import raster_files, raster_validation_grid
 from fcnseg.data.registry import build_dataset, dataset_splits, default_splits
@@ -244,6 +245,7 @@ def check_dataset(
     Raises:
         DataError: unknown dataset name or split (other problems are recorded in the report).
     """
+    given = bool(splits)
     splits = tuple(splits) if splits else default_splits(name, root)
     valid = dataset_splits(name, root)
     unknown = [
@@ -256,6 +258,12 @@ def check_dataset(
     for split in splits:
         try:
             dataset = build_dataset(name, root, split, verify=False, **kwargs)
+        except NotASplitList as err:
+            if given:
+                report.problems.append(Problem(split, str(root), str(err)))
+            else:  # a README or notes beside the data, found while scanning every list file
+                logger.info("not a split list, skipped: %s", err)
+            continue
         except DataError as err:
             report.problems.append(Problem(split, str(root), str(err)))
             continue

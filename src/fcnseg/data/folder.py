@@ -51,7 +51,11 @@ def read_split_list(path: Path) -> list[str]:
     return [Path(line.strip()).stem for line in path.read_text().splitlines() if line.strip()]
 
 
-def _split_stems(root: Path, split: str, images: dict[str, Path]) -> list[str]:
+class NotASplitList(DataError):
+    """A ``.txt`` file beside the data names none of its images (a README, notes): it is no split list."""
+
+
+def _split_stems(root: Path, split: str, images: dict[str, Path], images_path: Path) -> list[str]:
     if split == "all":
         return sorted(images)
     as_path = Path(split)
@@ -59,7 +63,13 @@ def _split_stems(root: Path, split: str, images: dict[str, Path]) -> list[str]:
     if not list_file.is_file() or looks_like_class_file(list_file):
         raise DataError(f"unknown folder split {split!r} ({list_file} is not a split list); valid splits: "
                         f"{', '.join(folder_splits(root))}, or the path of a list file of image stems")  # fmt: skip
-    return read_split_list(list_file)
+    stems = read_split_list(list_file)
+    if images and stems and not set(stems) & set(images):
+        raise NotASplitList(
+            f"{list_file}: none of its {len(stems)} line(s) names one of the {len(images)} images in {images_path} "
+            f"(first line {stems[0]!r}); a split list holds one image file name or stem per line"
+        )
+    return stems
 
 
 def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
@@ -266,7 +276,7 @@ def folder_dataset(
     images = _files_by_stem(images_path, IMAGE_SUFFIXES)
     masks = _files_by_stem(masks_path, MASK_SUFFIXES)
     info, void_colors = _classes_or_what_to_say(classes, num_classes, mask_values, masks_path, masks)
-    stems = _split_stems(root, split, images)
+    stems = _split_stems(root, split, images, images_path)
     if not stems:
         raise DataError(f"folder dataset split {split!r}: no images ({', '.join(IMAGE_SUFFIXES)}) in {images_path}")
     orphans = sorted(set(masks) - set(images))

@@ -104,7 +104,9 @@ class TrainConfig(DataOptions):
     iters: int | None = _f(None, "number of optimiser steps (default: 2000 unless --epochs)")
     epochs: int | None = _f(None, "number of passes over the training split")
     batch_size: int = _f(8, "images per step (per process under torchrun: the global batch is this x world size)")
-    crop_size: tuple[int, int] | None = _f((320, 320), "training crop H W (none: whole images)", nargs=2)
+    crop_size: tuple[int, int] | None = _f(
+        (320, 320), "training crop H W, or one size for a square (none: whole images)", nargs=2
+    )
     scale_range: tuple[float, float] | None = _f((0.5, 2.0), "random scale range LOW HIGH (none: no scaling)", nargs=2)
     hflip: bool = _f(True, "random horizontal flips")
     jitter: bool = _f(False, "photometric jitter")
@@ -179,7 +181,8 @@ class TrainConfig(DataOptions):
         if self.model not in list_models():
             raise ValueError(f"unknown model {self.model!r}{did_you_mean(self.model, list_models())}")
         if self.crop_size is not None:
-            self.crop_size = (int(self.crop_size[0]), int(self.crop_size[1]))
+            size = [self.crop_size] if isinstance(self.crop_size, (int, float)) else list(self.crop_size)
+            self.crop_size = (int(size[0]), int(size[-1]))  # one size: a square
         if self.scale_range is not None:
             self.scale_range = (float(self.scale_range[0]), float(self.scale_range[1]))
         if self.iters is None and self.epochs is None:
@@ -312,11 +315,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Merge defaults, preset, config file and command-line flags, in that order."""
     flags = given_flags(args, TrainConfig)
-    for n in ("crop_size", "scale_range"):
+    for n, counts in (("crop_size", (1, 2)), ("scale_range", (2,))):
         if n in flags and (None in flags[n]):
             flags[n] = None
-        elif n in flags and len(flags[n]) != 2:
-            raise ValueError(f"--{n.replace('_', '-')} takes two values or 'none'")
+        elif n in flags and len(flags[n]) not in counts:
+            raise ValueError(f"--{n.replace('_', '-')} takes {' or '.join(map(str, counts))} values or 'none'")
     from_file = read_config_file(args.config) if getattr(args, "config", None) else {}
     preset = flags.get("preset", from_file.get("preset", "modern"))
     if preset not in PRESETS:

@@ -142,6 +142,30 @@ def test_a_readme_beside_the_folders_is_no_split_unless_asked_for(cells, capsys)
     assert f"{root / 'README.txt'}: none of its 3 line(s) names one of the 12 images in {root / 'image'}" in out
 
 
+def test_masks_named_image_stem_plus_a_suffix_pair_in_two_folders_or_one(tmp_path: Path, caplog) -> None:
+    """Carvana's layout (``train/car_000.jpg``, ``train_masks/car_000_mask.gif``, GIF masks holding 0/1) and the
+    one-folder layout of many medical sets (``scan 1.png`` beside ``scan 1_mask.png``) pair each mask with its image."""
+    layouts = [(tmp_path / "carvana", "train", "train_masks", ".gif"), (tmp_path / "one", "slices", "slices", ".png")]
+    rng = np.random.default_rng(0)
+    labels = {stem: (rng.random((24, 32)) < 0.3).astype(np.uint8) for stem in ("car 002 (1)", "car_000", "car_001")}
+    for root, image_dir, mask_dir, suffix in layouts:
+        for folder in (image_dir, mask_dir):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        for k, (stem, label) in enumerate(labels.items()):
+            Image.fromarray(np.full((24, 32, 3), 40 * k, np.uint8)).save(root / image_dir / f"{stem}.png")
+            Image.fromarray(label, mode="L").convert("P").save(root / mask_dir / f"{stem}_mask{suffix}")
+    (tmp_path / "carvana" / "train_masks" / "car_009_mask.gif").write_bytes(b"")  # a mask of no image
+
+    for root, image_dir, mask_dir, suffix in layouts:
+        with caplog.at_level(logging.INFO, logger="fcnseg"):
+            dataset = build_dataset("folder", root, "all", num_classes=2, image_dir=image_dir, mask_dir=mask_dir)
+        assert [(i.name, m.name) for i, m in dataset.files] == [(f"{s}.png", f"{s}_mask{suffix}") for s in labels]
+        for k, label in enumerate(labels.values()):
+            assert np.array_equal(dataset[k][1].numpy(), label)
+        assert "masks pair with images by the image's stem + '_mask'" in caplog.text
+    assert "1 mask(s) in" in caplog.text and "car_009_mask.gif" in caplog.text  # the orphan is named
+
+
 def test_another_size_of_another_shape_stays_an_error(tmp_path: Path) -> None:
     _write_pair(tmp_path, "a", np.zeros((4, 6), np.uint8))
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "masks" / "a.png")

@@ -1,4 +1,5 @@
-"""A user's own data: ``images/`` and ``masks/`` folders whose files are paired by file stem.
+"""A user's own data: ``images/`` and ``masks/`` folders whose files are paired by file stem (or by the image's
+stem plus one suffix, ``car_001.jpg`` <-> ``car_001_mask.gif``: :func:`pair_by_suffix`).
 
 How a mask is read (the rule, also in docs/data.md):
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +39,7 @@ from fcnseg.data.errors import DataError, require_dir
 
 logger = logging.getLogger(__name__)
 
-MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
+MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".gif", ".jpg", ".jpeg")
 
 
 def folder_splits(root: str | os.PathLike) -> tuple[str, ...]:
@@ -82,6 +84,30 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
                 )
             files[path.stem] = path
     return files
+
+
+def pair_by_suffix(images: dict[str, Path], masks: dict[str, Path]) -> tuple[dict[str, Path], dict[str, Path], str]:
+    """Images and masks keyed by the image stem, also when mask names add a suffix to it (``car_001.jpg`` <->
+    ``car_001_mask.gif``), and when both lie in one folder.
+
+    Masks pair by equal stems when any does (suffix ``""``); else by the suffix, from a separator (``_ - . space``)
+    on, that pairs the most of them. Mask files leave the images; masks that pair with no image stay (as orphans).
+    """
+    same_file = {stem for stem, path in masks.items() if images.get(stem) == path}  # one folder for both
+    if (set(images) & set(masks)) - same_file:
+        return images, masks, ""
+    found: Counter[str] = Counter()
+    for stem in masks:
+        found.update({stem[i:] for i in range(1, len(stem)) if stem[i] in "_-. " and stem[:i] in images})
+    if not found:
+        return images, masks, ""
+    suffix = found.most_common(1)[0][0]
+    paired = {stem[: -len(suffix)]: path for stem, path in masks.items() if stem.endswith(suffix)}
+    paired = {stem: path for stem, path in paired.items() if stem in images}
+    taken = set(paired.values())
+    images = {stem: path for stem, path in images.items() if path not in taken}
+    unpaired = {stem: path for stem, path in masks.items() if path not in taken and stem not in same_file}
+    return images, unpaired | paired, suffix
 
 
 def folder_classes(
@@ -237,7 +263,8 @@ def folder_dataset(
     cache: bool = False,
     verify: bool = True,
 ) -> SegmentationDataset:
-    """Images and masks in two folders, paired by file stem (``images/a.jpg`` <-> ``masks/a.png``).
+    """Images and masks in two folders (or one), paired by file stem (``images/a.jpg`` <-> ``masks/a.png``) or by
+    the image's stem plus a suffix (:func:`pair_by_suffix`).
 
     Args:
         root: dataset folder.
@@ -273,8 +300,11 @@ def folder_dataset(
             found = sorted(p.name for p in root.iterdir() if p.is_dir() and not is_junk(p))
             raise DataError(f"folder dataset: {what} folder {folder} does not exist; name yours with {flag} "
                             f"(folders in {root}: {', '.join(found) or 'none'})")  # fmt: skip
-    images = _files_by_stem(images_path, IMAGE_SUFFIXES)
-    masks = _files_by_stem(masks_path, MASK_SUFFIXES)
+    images, masks, suffix = pair_by_suffix(
+        _files_by_stem(images_path, IMAGE_SUFFIXES), _files_by_stem(masks_path, MASK_SUFFIXES)
+    )
+    if suffix:
+        logger.info("masks pair with images by the image's stem + %r, e.g. %s", suffix, next(iter(masks.values())).name)
     info, void_colors = _classes_or_what_to_say(classes, num_classes, mask_values, masks_path, masks)
     stems = _split_stems(root, split, images, images_path)
     if not stems:

@@ -166,6 +166,27 @@ def test_masks_named_image_stem_plus_a_suffix_pair_in_two_folders_or_one(tmp_pat
     assert "1 mask(s) in" in caplog.text and "car_009_mask.gif" in caplog.text  # the orphan is named
 
 
+def test_grey_masks_saved_as_jpeg_read_with_a_tolerance(tmp_path: Path) -> None:
+    """JPEG turns the levels 0/128/255 into neighbours (1, 127, 252...): an error that names --color-tolerance, which
+    then maps each stored level to the nearest class level within N (NumPy reference), and refuses an ambiguous N."""
+    labels = np.zeros((40, 48), np.uint8)
+    labels[5:25, 10:40], labels[28:38, 4:20] = 2, 1
+    _write_pair(tmp_path, "a", np.array([0, 128, 255], np.uint8)[labels])
+    (tmp_path / "masks" / "a.png").rename(tmp_path / "masks" / "a.jpg")
+    Image.open(tmp_path / "masks" / "a.jpg").save(tmp_path / "masks" / "a.jpg", format="JPEG", quality=80)
+    stored = np.asarray(Image.open(tmp_path / "masks" / "a.jpg")).astype(int)
+    assert not np.isin(stored, [0, 128, 255]).all()  # the file really holds other levels
+
+    with pytest.raises(DataError, match="--color-tolerance N accepts levels within N"):
+        build_dataset("folder", tmp_path, "all", mask_values=[0, 128, 255])[0]
+    expected = np.abs(stored[..., None] - np.array([0, 128, 255])).argmin(-1)
+    expected[np.abs(stored[..., None] - np.array([0, 128, 255])).min(-1) > 40] = 255
+    mask = build_dataset("folder", tmp_path, "all", mask_values=[0, 128, 255], color_tolerance=40)[0][1].numpy()
+    assert np.array_equal(mask, expected) and (mask == labels).mean() > 0.97
+    with pytest.raises(DataError, match="--color-tolerance 64 is ambiguous: the levels 0 and 128"):
+        build_dataset("folder", tmp_path, "all", mask_values=[0, 128, 255], color_tolerance=64)
+
+
 def test_another_size_of_another_shape_stays_an_error(tmp_path: Path) -> None:
     _write_pair(tmp_path, "a", np.zeros((4, 6), np.uint8))
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "masks" / "a.png")

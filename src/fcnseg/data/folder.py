@@ -23,6 +23,7 @@ file of ``name r g b`` lines is a class file, never a split), or the path of suc
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import Counter
@@ -159,8 +160,27 @@ def stored_values(masks: list[Path], limit: int = 50) -> str:
     )
 
 
+def _within_tolerance(lut: np.ndarray, known: list[int], tolerance: int) -> None:
+    """Map each unmapped stored value within ``tolerance`` of a known grey level (a class's or void's) as that level,
+    in place; a tolerance under which two known levels could claim one value is refused."""
+    levels = sorted(set(known))
+    close = [(a, b) for a, b in itertools.pairwise(levels) if b - a <= 2 * tolerance]
+    if close:
+        raise DataError(f"--color-tolerance {tolerance} is ambiguous: the levels {close[0][0]} and {close[0][1]} "
+                        f"are at most twice it apart; use at most {(close[0][1] - close[0][0] - 1) // 2}")  # fmt: skip
+    for level in levels:
+        near = np.arange(max(0, level - tolerance), min(len(lut), level + tolerance + 1))
+        near = near[lut[near] == -1]
+        lut[near] = lut[level]
+
+
 def _single_channel_table(
-    info: ClassInfo, void_colors: tuple[RGB, ...], mask_values: list[int] | None, grey: bool, void_index: int | None
+    info: ClassInfo,
+    void_colors: tuple[RGB, ...],
+    mask_values: list[int] | None,
+    grey: bool,
+    void_index: int | None,
+    tolerance: int = 0,
 ) -> tuple[np.ndarray, str, bool, str]:
     """The look-up table of single-channel masks, what the reading is called, whether 255 is declared void, and the
     hint for an unknown value."""
@@ -175,18 +195,21 @@ def _single_channel_table(
         lut = np.full(max(256, *values, *voids) + 1, -1, dtype=np.int64)
         lut[voids] = IGNORE_INDEX
         lut[values] = np.arange(k)
+        if tolerance > 0:
+            _within_tolerance(lut, values + voids, tolerance)
+        jpeg = "; JPEG masks hold levels near them: --color-tolerance N accepts levels within N"
         if mask_values is not None:
             return (
                 lut,
                 f"--mask-values {' '.join(map(str, values))}",
                 bool(voids),
-                "list every class's value in --mask-values, or mark void ones with --void-index",
+                "list every class's value in --mask-values, or mark void ones with --void-index" + jpeg,
             )
         return (
             lut,
             "grey levels of the class file",
             bool(voids),
-            "add the grey levels to the class file (a 'void v v v' line for void)",
+            "add the grey levels to the class file (a 'void v v v' line for void)" + jpeg,
         )
     lut = np.full(256, -1, dtype=np.int64)
     lut[:k] = np.arange(k)
@@ -234,7 +257,9 @@ def _mask_decoder(
     if mask_format == "rgb" and classes is None:
         raise DataError("mask_format='rgb' needs a class file giving the colour of each class")
     grey = classes is not None and mask_format == "auto" and all(c[0] == c[1] == c[2] for c in info.colors)
-    lut, reading, declared, hint = _single_channel_table(info, void_colors, mask_values, grey, void_index)
+    lut, reading, declared, hint = _single_channel_table(
+        info, void_colors, mask_values, grey, void_index, color_tolerance
+    )
     try:
         use_colors = mask_format == "rgb" or (mask_format == "auto" and classes is not None)
         table = ColorTable(info.colors, void_colors, unknown_colors, color_tolerance) if use_colors else None

@@ -58,7 +58,9 @@ class DataOptions:
         "error", "mask colours neither a class nor void: an error, or void", choices=("error", "void")
     )
     color_tolerance: int = option_field(
-        0, "match mask colours within N per channel of a class or void colour (JPEG masks)", metavar="N"
+        0,
+        "match mask colours within N per channel of a class or void colour, and grey levels within N (JPEG masks)",
+        metavar="N",
     )
     resize_masks: bool = option_field(
         False, "masks stored at another scale than their images (same aspect ratio): resize them (nearest)"

@@ -164,6 +164,8 @@ def test_masks_named_image_stem_plus_a_suffix_pair_in_two_folders_or_one(tmp_pat
             assert np.array_equal(dataset[k][1].numpy(), label)
         assert "masks pair with images by the image's stem + '_mask'" in caplog.text
     assert "1 mask(s) in" in caplog.text and "car_009_mask.gif" in caplog.text  # the orphan is named
+    with pytest.raises(DataError, match=r"images and masks share a folder .* name the mask folder with --mask-dir"):
+        build_dataset("folder", tmp_path / "carvana", "all", num_classes=2, image_dir="train", mask_dir="train")
 
 
 def test_grey_masks_saved_as_jpeg_read_with_a_tolerance(tmp_path: Path) -> None:

@@ -93,6 +93,9 @@ def pair_by_suffix(images: dict[str, Path], masks: dict[str, Path]) -> tuple[dic
 
     Masks pair by equal stems when any does (suffix ``""``); else by the suffix, from a separator (``_ - . space``)
     on, that pairs the most of them. Mask files leave the images; masks that pair with no image stay (as orphans).
+
+    Raises:
+        DataError: images and masks share a folder and no suffix pairs them.
     """
     same_file = {stem for stem, path in masks.items() if images.get(stem) == path}  # one folder for both
     if (set(images) & set(masks)) - same_file:
@@ -100,6 +103,10 @@ def pair_by_suffix(images: dict[str, Path], masks: dict[str, Path]) -> tuple[dic
     found: Counter[str] = Counter()
     for stem in masks:
         found.update({stem[i:] for i in range(1, len(stem)) if stem[i] in "_-. " and stem[:i] in images})
+    if not found and same_file:
+        raise DataError(f"images and masks share a folder ({next(iter(masks.values())).parent}), and no mask name "
+                        "extends an image's by a suffix (car_001.jpg, car_001_mask.png): name the mask folder with "
+                        "--mask-dir")  # fmt: skip
     if not found:
         return images, masks, ""
     suffix = found.most_common(1)[0][0]

@@ -118,6 +118,14 @@ def test_eight_bit_multiband_stays_uint8_and_a_page_stack_is_bands(tmp_path) -> 
     tifffile.imwrite(stack, np.moveaxis(values, -1, 0), photometric="minisblack")  # 4 pages of (7, 5)
     assert image_bands(stack) == 4
     np.testing.assert_array_equal(read_bands(stack, 4), values)
+    # A (H, W, B) array written by tifffile without photometric/planarconfig is H pages of W x B: named, not misread.
+    swapped = tmp_path / "swapped.tif"
+    tifffile.imwrite(swapped, np.zeros((40, 30, 5), np.float32))
+    for read in (image_bands, lambda path: read_bands(path, 3)):
+        with pytest.raises(
+            DataError, match=r"swapped\.tif: 40 pages of 5x30 \(WxH\) pixels: likely an image of 5 bands"
+        ):
+            read(swapped)
 
 
 def test_grey_pngs_8_and_16_bit_for_one_band_and_for_rgb_models(tmp_path) -> None:

@@ -193,13 +193,17 @@ def read_bands(path: Path, bands: int = 3, reason: str | None = None) -> np.ndar
 
 
 def _tiff_header(path: Path) -> TiffInfo | None:
-    """The header of a TIFF file; ``None`` for other files (and for a file named .tif that is no TIFF)."""
+    """The header of a TIFF file; ``None`` for other files (and for a file named .tif that is no TIFF).
+
+    Raises:
+        DataError: a TIFF whose header cannot be read or whose layout is not an image (the message says why).
+    """
     if not is_tiff(path) or not path.is_file():
         return None
-    try:
-        return tiff_info(path)
-    except DataError:
-        return None
+    with open(path, "rb") as file:
+        if file.read(2) not in (b"II", b"MM"):  # TIFF's byte-order mark
+            return None
+    return tiff_info(path)
 
 
 def pil_bands(image: Image.Image) -> np.ndarray:

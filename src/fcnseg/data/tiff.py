@@ -22,6 +22,8 @@ import numpy as np
 from fcnseg.data.errors import DataError
 
 _ALPHA = (1, 2)  # TIFF ExtraSamples: associated and unassociated alpha (0 is "unspecified", a band like the others)
+MAX_SWAPPED_BANDS = 16
+"""A stack of more pages than this, each at most this wide, is an (H, W, B) array written page by page."""
 _BAND_AXES = "SCQI"  # tifffile's axis letters for samples, channels, unknown stacks, image sequences
 
 
@@ -82,6 +84,12 @@ def tiff_info(path: Path) -> TiffInfo:
         raise DataError(f"{path}: cannot read TIFF ({_reason(err)})") from err
     samples = _bands_of(axes, shape, path)
     stacked = any(a in "QCI" and n > 1 for a, n in zip(axes, shape, strict=True))
+    if stacked and axes.endswith("YX") and shape[-1] <= MAX_SWAPPED_BANDS < samples:
+        raise DataError(
+            f"{path}: {samples} pages of {shape[-1]}x{shape[-2]} (WxH) pixels: likely an image of {shape[-1]} bands "
+            f"stored as (H, W, B) pages; write it with tifffile.imwrite(path, array, photometric='minisblack', "
+            f"planarconfig='contig'), or as a (B, H, W) array"
+        )
     alpha = (
         dtype == np.uint8
         and not stacked

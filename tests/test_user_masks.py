@@ -189,6 +189,17 @@ def test_grey_masks_saved_as_jpeg_read_with_a_tolerance(tmp_path: Path) -> None:
         build_dataset("folder", tmp_path, "all", mask_values=[0, 128, 255], color_tolerance=64)
 
 
+def test_split_lists_and_class_files_saved_by_windows_tools_read_the_same(tmp_path: Path) -> None:
+    """A UTF-8 byte-order mark (Notepad, Excel's "CSV UTF-8") and CRLF line ends change no stem and no class name."""
+    for stem in ("a", "b"):
+        _write_pair(tmp_path, stem, np.array([[0, 255]], np.uint8))
+    (tmp_path / "val.txt").write_bytes(b"\xef\xbb\xbfb\r\n")
+    (tmp_path / "classes.csv").write_bytes(b"\xef\xbb\xbfname,r,g,b\r\nsoil,0,0,0\r\nroot,255,255,255\r\n")
+    dataset = build_dataset("folder", tmp_path, "val", classes=tmp_path / "classes.csv")
+    assert [m.name for _, m in dataset.files] == ["b.png"] and dataset.classes.names == ("soil", "root")
+    assert dataset[0][1].tolist() == [[0, 1]]
+
+
 def test_another_size_of_another_shape_stays_an_error(tmp_path: Path) -> None:
     _write_pair(tmp_path, "a", np.zeros((4, 6), np.uint8))
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "masks" / "a.png")

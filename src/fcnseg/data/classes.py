@@ -200,7 +200,7 @@ def load_class_file(path: str | os.PathLike) -> tuple[ClassInfo, tuple[RGB, ...]
     """
     path = Path(path)
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
     except OSError as err:
         raise DataError(f"cannot read class file {path}: {err.strerror or err}") from err
     names: list[str] = []
@@ -228,7 +228,7 @@ def load_class_file(path: str | os.PathLike) -> tuple[ClassInfo, tuple[RGB, ...]
 def looks_like_class_file(path: str | os.PathLike) -> bool:
     """True when ``path`` holds ``name r g b`` lines (a class file), so that it is never taken for a split list."""
     try:
-        lines = Path(path).read_text(errors="replace").splitlines()[:200]
+        lines = Path(path).read_text(encoding="utf-8-sig", errors="replace").splitlines()[:200]
     except OSError:
         return False
     data = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]

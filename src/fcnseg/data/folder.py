@@ -51,7 +51,7 @@ def folder_splits(root: str | os.PathLike) -> tuple[str, ...]:
 
 def read_split_list(path: Path) -> list[str]:
     """The image stems listed in a split file, one per line (a path or a file name is reduced to its stem)."""
-    return [Path(line.strip()).stem for line in path.read_text().splitlines() if line.strip()]
+    return [Path(line.strip()).stem for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
 
 
 class NotASplitList(DataError):

@@ -73,7 +73,7 @@ def camvid_dataset(
         list_file = root / f"{part}.txt"
         if not list_file.is_file():
             raise DataError(f"CamVid split {part!r}: split file {list_file} does not exist")
-        for lineno, line in enumerate(list_file.read_text().splitlines(), start=1):
+        for lineno, line in enumerate(list_file.read_text(encoding="utf-8-sig").splitlines(), start=1):
             if not line.strip():
                 continue
             fields = line.split()

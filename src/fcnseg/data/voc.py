@@ -42,7 +42,7 @@ def read_id_list(path: Path, what: str) -> list[str]:
     """
     if not path.is_file():
         raise DataError(f"{what}: split file {path} does not exist")
-    ids = [Path(line.split()[0]).stem for line in path.read_text().splitlines() if line.strip()]
+    ids = [Path(line.split()[0]).stem for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if not ids:
         raise DataError(f"{what}: split file {path} lists no images")
     return ids

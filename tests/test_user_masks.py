@@ -200,6 +200,24 @@ def test_split_lists_and_class_files_saved_by_windows_tools_read_the_same(tmp_pa
     assert dataset[0][1].tolist() == [[0, 1]]
 
 
+def test_oxford_pet_layout_trimaps_and_split_lists_with_columns(tmp_path: Path) -> None:
+    """Oxford-IIIT Pet as downloaded: trimaps 1 (pet), 2 (background), 3 (border) in annotations/trimaps beside macOS
+    junk, and split lists of "name class species breed" lines (which also look like class-file lines) after '#'
+    comments."""
+    names = ["Abyssinian_1", "Abyssinian_2", "american_bulldog_10"]
+    trimap = np.full((6, 8), 2, np.uint8)
+    trimap[1:5, 2:6], trimap[1, 2:6] = 1, 3
+    for name in names:
+        _write_pair(tmp_path, name, trimap, mask_dir="annotations/trimaps")
+        (tmp_path / "annotations" / "trimaps" / f"._{name}.png").write_bytes(b"\x00\x05\x16\x07")
+    lists = tmp_path / "annotations" / "trainval.txt"
+    lists.write_text("#Image CLASS-ID SPECIES BREED ID\n" + "".join(f"{n} 1 1 {k}\n" for k, n in enumerate(names[1:])))
+    dataset = build_dataset("folder", tmp_path, str(lists), mask_dir="annotations/trimaps", mask_values=[2, 1],
+                            void_index=3)  # fmt: skip
+    assert [i.stem for i, _ in dataset.files] == names[1:]
+    assert np.array_equal(dataset[0][1].numpy(), _reference(trimap, [2, 1]))
+
+
 def test_another_size_of_another_shape_stays_an_error(tmp_path: Path) -> None:
     _write_pair(tmp_path, "a", np.zeros((4, 6), np.uint8))
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "masks" / "a.png")

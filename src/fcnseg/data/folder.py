@@ -27,6 +27,7 @@ import itertools
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,20 @@ def folder_splits(root: str | os.PathLike) -> tuple[str, ...]:
     return ("all", *sorted(p.stem for p in lists))
 
 
-def read_split_list(path: Path) -> list[str]:
-    """The image stems listed in a split file, one per line (a path or a file name is reduced to its stem)."""
-    return [Path(line.strip()).stem for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+def read_split_list(path: Path, images: Iterable[str] = ()) -> list[str]:
+    """The image stems listed in a split file, one per line (a path or a file name is reduced to its stem).
+
+    ``#`` lines are comments. A line that names no image of ``images`` but whose first word does (``Abyssinian_100
+    1 1 1`` in Oxford-IIIT Pet's lists, ``2008_000008 -1`` in VOC's) stands for that image; stems may hold spaces.
+    """
+    images = set(images)
+    stems = []
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            stem, first = Path(line).stem, Path(line.split()[0]).stem
+            stems.append(first if stem not in images and first in images else stem)
+    return stems
 
 
 class NotASplitList(DataError):
@@ -63,11 +75,12 @@ def _split_stems(root: Path, split: str, images: dict[str, Path], images_path: P
         return sorted(images)
     as_path = Path(split)
     list_file = as_path if as_path.suffix == ".txt" and as_path.is_file() else root / f"{split}.txt"
-    if not list_file.is_file() or looks_like_class_file(list_file):
+    stems = read_split_list(list_file, images) if list_file.is_file() else []
+    named = set(stems) & set(images)
+    if not list_file.is_file() or (looks_like_class_file(list_file) and not named):  # "Abyssinian_1 1 1 1" is both
         raise DataError(f"unknown folder split {split!r} ({list_file} is not a split list); valid splits: "
                         f"{', '.join(folder_splits(root))}, or the path of a list file of image stems")  # fmt: skip
-    stems = read_split_list(list_file)
-    if images and stems and not set(stems) & set(images):
+    if images and stems and not named:
         raise NotASplitList(
             f"{list_file}: none of its {len(stems)} line(s) names one of the {len(images)} images in {images_path} "
             f"(first line {stems[0]!r}); a split list holds one image file name or stem per line"

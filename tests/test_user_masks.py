@@ -218,6 +218,26 @@ def test_oxford_pet_layout_trimaps_and_split_lists_with_columns(tmp_path: Path) 
     assert np.array_equal(dataset[0][1].numpy(), _reference(trimap, [2, 1]))
 
 
+def test_masks_named_after_no_image_and_stacks_of_masks_say_what_to_do(tmp_path: Path) -> None:
+    """DRIVE's `21_training.tif` beside `21_manual1.gif` pairs nothing: one error, not a missing mask per image. A
+    multi-page TIFF of masks (ISBI's train-labels.tif) is no mask; a reduced-resolution overview page is fine."""
+    import tifffile
+
+    _write_pair(tmp_path, "21_training", np.zeros((4, 6), np.uint8))
+    (tmp_path / "masks" / "21_training.png").rename(tmp_path / "masks" / "21_manual1.png")
+    with pytest.raises(DataError, match=r"no mask in .* is named after an image .* \(e\.g\. 21_manual1\.png, 21_tr"):
+        build_dataset("folder", tmp_path, "all", num_classes=2)
+
+    (tmp_path / "masks" / "21_manual1.png").unlink()
+    tifffile.imwrite(tmp_path / "masks" / "21_training.tif", np.zeros((3, 4, 6), np.uint8), photometric="minisblack")
+    with pytest.raises(DataError, match=r"21_training\.tif: holds 3 images \(pages or frames\), a stack of masks"):
+        build_dataset("folder", tmp_path, "all", num_classes=2)[0]
+    with tifffile.TiffWriter(tmp_path / "masks" / "21_training.tif") as tif:
+        tif.write(np.eye(4, 6, dtype=np.uint8))
+        tif.write(np.zeros((2, 3), np.uint8), subfiletype=1)  # an overview, as GIS tools add
+    assert np.array_equal(build_dataset("folder", tmp_path, "all", num_classes=2)[0][1].numpy(), np.eye(4, 6))
+
+
 def test_another_size_of_another_shape_stays_an_error(tmp_path: Path) -> None:
     _write_pair(tmp_path, "a", np.zeros((4, 6), np.uint8))
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "masks" / "a.png")

@@ -281,6 +281,9 @@ def read_label_png(path: Path, *, palette_as_rgb: bool = False) -> np.ndarray:
     try:
         with Image.open(path) as img:
             mode = img.mode
+            if getattr(img, "n_frames", 1) > 1 and _second_frame_size(img) == img.size:  # not an overview
+                raise DataError(f"{path}: holds {img.n_frames} images (pages or frames), a stack of masks; save one "
+                                "mask per file, named after its image")  # fmt: skip
             if mode in _COLOR_MODES or (palette_as_rgb and mode in ("P", "PA")):
                 return np.asarray(img.convert("RGB"))
             if mode not in _VALUE_MODES:
@@ -295,6 +298,14 @@ def read_label_png(path: Path, *, palette_as_rgb: bool = False) -> np.ndarray:
         raise
     except _DECODE_ERRORS as err:
         raise DataError(f"{path}: cannot read label image ({_reason(err)})") from err
+
+
+def _second_frame_size(img: Image.Image) -> tuple[int, int]:
+    """The size of the second frame (page) of a multi-frame image; the image is left at its first frame."""
+    img.seek(1)
+    size = img.size
+    img.seek(0)
+    return size
 
 
 @contextlib.contextmanager

@@ -355,6 +355,12 @@ def folder_dataset(
     if not stems:
         raise DataError(f"folder dataset split {split!r}: no images ({', '.join(IMAGE_SUFFIXES)}) in {images_path}")
     orphans = sorted(set(masks) - set(images))
+    if images and orphans and len(orphans) == len(masks):
+        raise DataError(
+            f"no mask in {masks_path} is named after an image in {images_path} (e.g. {masks[orphans[0]].name}, "
+            f"{next(iter(images.values())).name}): a mask takes its image's file stem (a.jpg, a.png), or adds a "
+            "suffix to it (a_mask.png); rename the masks"
+        )
     if orphans:
         logger.warning("%d mask(s) in %s have no image, e.g. %s", len(orphans), masks_path, masks[orphans[0]].name)
     files = [(images.get(s, images_path / f"{s}.jpg"), masks.get(s, masks_path / f"{s}.png")) for s in stems]

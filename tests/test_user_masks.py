@@ -238,6 +238,21 @@ def test_masks_named_after_no_image_and_stacks_of_masks_say_what_to_do(tmp_path:
     assert np.array_equal(build_dataset("folder", tmp_path, "all", num_classes=2)[0][1].numpy(), np.eye(4, 6))
 
 
+def test_unknown_values_become_void_with_unknown_colors_void(tmp_path: Path, caplog) -> None:
+    """Cityscapes-style label ids with three classes kept: the other ids are an error naming --unknown-colors, which
+    makes them void (warned of once per value), as it does for colours."""
+    ids = np.array([[7, 8, 26, 3], [3, 7, 0, 26]], np.uint8)
+    _write_pair(tmp_path, "a", ids)
+    _write_pair(tmp_path, "b", ids)
+    with pytest.raises(DataError, match=r"label values \[0, 3\] are neither .* --unknown-colors void makes them void"):
+        build_dataset("folder", tmp_path, "all", mask_values=[7, 8, 26])[0]
+    dataset = build_dataset("folder", tmp_path, "all", mask_values=[7, 8, 26], unknown_colors="void")
+    with caplog.at_level(logging.WARNING, logger="fcnseg"):
+        masks = [dataset[k][1].numpy() for k in range(2)]
+    assert all(np.array_equal(m, _reference(ids, [7, 8, 26])) for m in masks)
+    assert caplog.text.count("label values [0, 3], neither a class nor void, decoded as void") == 1
+
+
 def test_another_size_of_another_shape_stays_an_error(tmp_path: Path) -> None:
     _write_pair(tmp_path, "a", np.zeros((4, 6), np.uint8))
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "masks" / "a.png")

@@ -66,6 +66,8 @@ class LabelDecoder:
         void_declared: 255 means void because the format or the user says so (VOC, a class file's void line,
             ``--void-index``), not only by fcnseg's convention for index masks.
         hint: the flags that map values, named in the error for an unknown stored value.
+        unknown_void: single-channel values that are neither a class nor void become void (``--unknown-colors
+            void``), each warned of once per process with its first file, instead of an error.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class LabelDecoder:
         reading: str = "class indices",
         void_declared: bool = True,
         hint: str = "check the dataset name, --num-classes or --void-index",
+        unknown_void: bool = False,
     ) -> None:
         if lut is None:
             lut = np.full(256, -1, dtype=np.int64)
@@ -89,6 +92,8 @@ class LabelDecoder:
         self.index_ok = index_ok
         self.colors = colors
         self.reading, self.void_declared, self.hint = reading, void_declared, hint
+        self.unknown_void = unknown_void
+        self._voided: set[int] = set()  # unknown values already warned of (decoded as void)
         self.files: Counter[str] = Counter()
         """``"single-channel"`` / ``"colour"`` -> masks decoded each way (per process)."""
         self.binary: Counter[int] = Counter()
@@ -129,9 +134,16 @@ class LabelDecoder:
         if len(values) == 2 and values[1] == IGNORE_INDEX and not self.void_declared and self._void_by_convention():
             self.binary[int(values[0])] += 1
         if (labels < 0).any():
-            bad = np.unique(raw[labels < 0])[:10]
-            raise DataError(f"{path}: label values {bad.tolist()} are neither a class ({self._class_values()}) nor "
-                            f"void, read as {self.reading}; {self.hint}")  # fmt: skip
+            bad = np.unique(raw[labels < 0])
+            if not self.unknown_void:
+                raise DataError(f"{path}: label values {bad[:10].tolist()} are neither a class "
+                                f"({self._class_values()}) nor void, read as {self.reading}; {self.hint}")  # fmt: skip
+            new = sorted(set(bad.tolist()) - self._voided)
+            if new:
+                self._voided.update(new)
+                logger.warning("%s: label values %s, neither a class nor void, decoded as void (--unknown-colors "
+                               "void)", path, new[:10])  # fmt: skip
+            labels = np.where(labels < 0, IGNORE_INDEX, labels)
         return labels.astype(np.uint8)
 
     def _void_by_convention(self) -> bool:

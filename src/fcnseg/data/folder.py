@@ -286,7 +286,8 @@ def _mask_decoder(
     except ValueError as err:
         raise DataError(f"class file {classes}: {err}") from err
     return LabelDecoder(info.num_classes, lut=lut, colors=table, index_ok=mask_format == "auto", reading=reading,
-                        void_declared=declared, hint=hint)  # fmt: skip
+                        void_declared=declared, hint=f"{hint}; --unknown-colors void makes them void",
+                        unknown_void=unknown_colors == "void")  # fmt: skip
 
 
 def folder_dataset(

@@ -55,7 +55,7 @@ class DataOptions:
     mask_format: str = option_field("auto", "auto (the rule of docs/data.md), index or rgb", choices=MASK_FORMATS)
     void_index: int | None = option_field(None, "a stored mask value meaning void, besides 255", metavar="V")
     unknown_colors: str = option_field(
-        "error", "mask colours neither a class nor void: an error, or void", choices=("error", "void")
+        "error", "mask colours and values neither a class nor void: an error, or void", choices=("error", "void")
     )
     color_tolerance: int = option_field(
         0,
